@@ -1,0 +1,42 @@
+"""Sampling from a mask-conditioned diffusion model, as an ``Inferer`` that Ignite evaluators can drive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.inferers import DiffusionInferer, Inferer
+from monai.networks.schedulers import Scheduler
+
+
+class ConditionalDiffusionSampler(Inferer):
+    """Generate images from noise, conditioned on a tensor concatenated to the model input at every step.
+
+    Used as the ``inferer`` of a ``monai.engines.SupervisedEvaluator`` whose batch input is the condition:
+    ``sampler(condition, network)`` returns images of shape (B, out_channels, X, Y, Z) for a condition of shape
+    (B, C_cond, X, Y, Z). Sampling uses ``monai.inferers.DiffusionInferer.sample`` with ``mode="concat"``.
+
+    Args:
+        scheduler: a MONAI DDPM/DDIM scheduler whose timesteps are already set (see ``make_noise_scheduler``).
+        out_channels: channels of the generated image (1 for T1ce, 4 for BraTS).
+        seed: seed of the initial noise; ``None`` draws fresh noise each call. With a seed, each call (batch)
+            advances the generator, so repeated runs are reproducible while samples in a run differ.
+        verbose: show a tqdm progress bar over the sampling steps.
+    """
+
+    def __init__(
+        self, scheduler: Scheduler, out_channels: int = 1, seed: int | None = None, verbose: bool = True
+    ) -> None:
+        super().__init__()
+        self.inferer = DiffusionInferer(scheduler)
+        self.out_channels = out_channels
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.verbose = verbose
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        condition = torch.as_tensor(inputs)
+        shape = (condition.shape[0], self.out_channels, *condition.shape[2:])
+        noise = torch.randn(shape, generator=self.generator).to(condition.device)
+        return self.inferer.sample(
+            input_noise=noise, diffusion_model=network, conditioning=condition, mode="concat", verbose=self.verbose
+        )
