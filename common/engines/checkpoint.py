@@ -39,12 +39,18 @@ def save_atomically(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The ``checkpoint_<iteration>.pt`` in ``ckpt_dir`` with the highest iteration, or ``None``."""
+def checkpoints_in(ckpt_dir: str | Path) -> list[Path]:
+    """The ``checkpoint_<iteration>.pt`` files of ``ckpt_dir``, oldest iteration first."""
     found = [
         (int(m.group(1)), p) for p in Path(ckpt_dir).glob("checkpoint_*.pt") if (m := CHECKPOINT_PATTERN.match(p.name))
     ]
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    """The ``checkpoint_<iteration>.pt`` in ``ckpt_dir`` with the highest iteration, or ``None``."""
+    found = checkpoints_in(ckpt_dir)
+    return found[-1] if found else None
 
 
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,12 +102,7 @@ class CheckpointSaver:
         save_atomically(_state_dicts(self.save_dict), path)
         self._last_saved_iteration = engine.state.iteration
         logger.info(f"saved checkpoint {path}")
-        existing = sorted(
-            (int(m.group(1)), p)
-            for p in self.ckpt_dir.glob("checkpoint_*.pt")
-            if (m := CHECKPOINT_PATTERN.match(p.name))
-        )
-        for _, old in existing[: -self.keep_last]:
+        for old in checkpoints_in(self.ckpt_dir)[: -self.keep_last]:
             old.unlink(missing_ok=True)
 
     def export_model(self, engine: Engine) -> None:

@@ -94,7 +94,7 @@ class GeneratedVolumeWriter:
 
     def __call__(self, engine: Engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for output, item in zip(engine.state.output, engine.state.batch):
+        for output, item in zip(engine.state.output, engine.state.batch, strict=True):
             pred, mask = output[self.pred_key], item[self.mask_key]
             if pred.shape[0] != len(self.channel_names):
                 raise ValueError(f"got {pred.shape[0]} generated channels but channel_names {self.channel_names}")
@@ -121,7 +121,7 @@ class GeneratedVolumeWriter:
     def finalize(self, engine: Engine) -> None:
         if not self.written:
             return
-        volumes, masks = zip(*self._preview)
+        volumes, masks = zip(*self._preview, strict=True)
         grid = save_triplanar_preview(list(volumes), self.output_dir / "preview.png", overlays=list(masks))
         (self.output_dir / "outputs.json").write_text(json.dumps(self.written, indent=2))
         print(f"Generated {len(self.written)} volume(s) in {self.output_dir}; preview: {grid}")
@@ -130,8 +130,8 @@ class GeneratedVolumeWriter:
 class SamplePreviewHandler:
     """Every ``interval`` iterations, sample one volume from the (EMA) network and write a PNG preview.
 
-    The condition is the first item of the current training batch (decollated or not); the preview shows the real image with its
-    mask and the generated image from the same mask: ``<output_dir>/iteration_<n>.png``.
+    The condition is the first item of the current training batch (decollated or not); the preview shows the
+    real image with its mask and the image generated from the same mask: ``<output_dir>/iteration_<n>.png``.
 
     Args:
         network: the model to sample from (usually the EMA copy).

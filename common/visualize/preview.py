@@ -90,10 +90,10 @@ def triplanar_grid(
     if len(overlays) != len(volumes):
         raise ValueError(f"got {len(volumes)} volumes but {len(overlays)} overlays")
     rows = []
-    for volume, overlay in zip(volumes, overlays):
+    for volume, overlay in zip(volumes, overlays, strict=True):
         grey = _centre_slices(_to_unit_range(_as_3d(volume)))
         labels = _centre_slices(_as_3d(overlay)) if overlay is not None else [None] * 3
-        rows.append([_colourise(g, lab, opacity) for g, lab in zip(grey, labels)])
+        rows.append([_colourise(g, lab, opacity) for g, lab in zip(grey, labels, strict=True)])
     tile_h = max(tile.shape[0] for row in rows for tile in row)
     tile_w = max(tile.shape[1] for row in rows for tile in row)
     height = len(rows) * tile_h + (len(rows) + 1) * gap
