@@ -19,8 +19,9 @@ class ConditionalDiffusionSampler(Inferer):
     Args:
         scheduler: a MONAI DDPM/DDIM scheduler whose timesteps are already set (see ``make_noise_scheduler``).
         out_channels: channels of the generated image (1 for T1ce, 4 for BraTS).
-        seed: seed of the initial noise; ``None`` draws fresh noise each call. With a seed, each call (batch)
-            advances the generator, so repeated runs are reproducible while samples in a run differ.
+        seed: seed of the sampling chain (initial noise and the noise of every ancestral DDPM step); ``None`` uses
+            the global random state. With a seed, call ``k`` of a run uses seed ``seed + k``, so repeated runs are
+            reproducible while the batches of one run differ. The global random state is left untouched.
         verbose: show a tqdm progress bar over the sampling steps.
     """
 
@@ -30,13 +31,23 @@ class ConditionalDiffusionSampler(Inferer):
         super().__init__()
         self.inferer = DiffusionInferer(scheduler)
         self.out_channels = out_channels
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.seed = seed
         self.verbose = verbose
+        self._calls = 0
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         condition = torch.as_tensor(inputs)
+        if self.seed is None:
+            return self._sample(condition, network)
+        devices = [condition.device] if condition.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed + self._calls)
+            self._calls += 1
+            return self._sample(condition, network)
+
+    def _sample(self, condition: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
         shape = (condition.shape[0], self.out_channels, *condition.shape[2:])
-        noise = torch.randn(shape, generator=self.generator).to(condition.device)
+        noise = torch.randn(shape, device=condition.device)
         return self.inferer.sample(
             input_noise=noise, diffusion_model=network, conditioning=condition, mode="concat", verbose=self.verbose
         )

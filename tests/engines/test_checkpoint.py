@@ -1,0 +1,75 @@
+import pytest
+import torch
+from ignite.engine import Engine
+
+from common.engines import CheckpointSaver, ResumeFromLatestCheckpoint, latest_checkpoint, save_atomically
+
+
+def _training(ckpt_dir, max_epochs: int, resume: bool = True):
+    """A tiny Ignite training loop on a linear model: returns (engine, model, optimizer, final_model_path)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss = (model(batch) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return loss.item()
+
+    engine = Engine(step)
+    objects = {"network": model, "optimizer": optimizer, "lr_scheduler": scheduler}
+    ResumeFromLatestCheckpoint(ckpt_dir, objects, enabled=resume).attach(engine)
+    final = ckpt_dir / "model.pt"
+    CheckpointSaver(
+        ckpt_dir, objects, save_interval=2, keep_last=2, final_model={"path": final, "model": model}
+    ).attach(engine)
+    data = [torch.ones(1, 2)] * 4
+    engine.run(data, max_epochs=max_epochs)
+    return engine, model, optimizer, final
+
+
+def test_saves_periodically_keeps_last_and_exports_model(tmp_path):
+    engine, model, _, final = _training(tmp_path, max_epochs=2)  # 8 iterations, saves at 2, 4, 6, 8
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_6.pt", "checkpoint_8.pt"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint_8.pt"
+    torch.testing.assert_close(torch.load(final)["weight"], model.weight)
+    assert torch.load(tmp_path / "checkpoint_8.pt")["trainer"]["iteration"] == 8
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_resume_continues_iterations_and_state(tmp_path):
+    _training(tmp_path, max_epochs=1)  # 4 iterations
+    engine, model, optimizer, _ = _training(tmp_path, max_epochs=3)  # resumes at 4, runs to 12
+    assert engine.state.iteration == 12
+    straight, straight_model, straight_optimizer, _ = _training(tmp_path / "fresh", max_epochs=3)
+    torch.testing.assert_close(model.weight, straight_model.weight)  # same as an uninterrupted run
+    assert optimizer.param_groups[0]["lr"] == straight_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+
+
+def test_resume_disabled_starts_from_scratch(tmp_path):
+    _training(tmp_path, max_epochs=1)
+    engine, *_ = _training(tmp_path, max_epochs=1, resume=False)
+    assert engine.state.iteration == 4
+
+
+def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
+    (tmp_path / "checkpoint_5.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="checkpoint_5.pt: cannot read checkpoint"):
+        _training(tmp_path, max_epochs=1)
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
+    path = save_atomically({"a": 1}, tmp_path / "model.pt")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_atomically({"a": Unpicklable()}, path)
+    assert torch.load(path) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
