@@ -1,3 +1,18 @@
 from .datalist import load_datalist, mask_items
+from .demo_cohort import DEMO_WARNING, build_demo_cohort
+from .prepare import DatasetValidationError, prepare_brats, prepare_images, prepare_paired, validate_volume
+from .template import TemplateVolumes, load_mni152
 
-__all__ = ["load_datalist", "mask_items"]
+__all__ = [
+    "DEMO_WARNING",
+    "DatasetValidationError",
+    "TemplateVolumes",
+    "build_demo_cohort",
+    "load_datalist",
+    "load_mni152",
+    "mask_items",
+    "prepare_brats",
+    "prepare_images",
+    "prepare_paired",
+    "validate_volume",
+]
