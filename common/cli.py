@@ -107,6 +107,8 @@ def demo(
     num_subjects: int = 8,
     train_seconds: float = 150,
     max_iterations: int = 2000,
+    learning_rate: float = 1e-3,
+    ema_decay: float = 0.98,
     num_inference_steps: int = 50,
     tumour_shift: Sequence[int] = (0, -4, 0),
 ) -> str:
@@ -122,6 +124,9 @@ def demo(
         num_subjects: subjects in the demo cohort.
         train_seconds: wall-clock budget of the training run.
         max_iterations: iteration budget of the training run (whichever budget ends first).
+        learning_rate: constant Adam learning rate. The paper's 1e-5 (then 1e-6) suits 100k iterations; a few
+            hundred CPU iterations need a larger one to learn anything.
+        ema_decay: EMA decay; the paper's 0.995 would keep the weights of the first minutes' iterations.
         num_inference_steps: DDIM steps when generating.
         tumour_shift: voxels to shift the tumour by along (X, Y, Z) in RAS (default: 4 voxels posterior).
     """
@@ -138,6 +143,9 @@ def demo(
         dataset_dir=str(cohort_dir),
         output_dir=str(out / "logs"),
         max_iterations=max_iterations,
+        learning_rate=learning_rate,
+        lr_milestones=[max_iterations],
+        ema_decay=ema_decay,
         epoch_length=100,
         save_interval=100,
         preview_interval=500,

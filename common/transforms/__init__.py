@@ -1,4 +1,5 @@
 from .mask import AddBrainLabeld, OneHotConditiond
 from .mask_editing import ScaleTumourd, ShiftTumourd, move_tumour
+from .validation import CheckVolumesd
 
-__all__ = ["AddBrainLabeld", "OneHotConditiond", "ScaleTumourd", "ShiftTumourd", "move_tumour"]
+__all__ = ["AddBrainLabeld", "CheckVolumesd", "OneHotConditiond", "ScaleTumourd", "ShiftTumourd", "move_tumour"]

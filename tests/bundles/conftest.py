@@ -1,0 +1,39 @@
+"""Fixtures for bundle smoke tests: a tiny demo cohort and a helper that runs ``python -m monai.bundle``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.data import build_demo_cohort
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """Four synthetic 32³ subjects (two with a tumour), in both the single-modality and the BraTS layout."""
+    return build_demo_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=4, size=32, seed=0, tumour_fraction=0.5)
+
+
+def run_bundle(bundle: str, run_id: str | None, configs: list[str], **overrides) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run [run_id] --config_file [...] --key value ...`` from the bundle folder."""
+    folder = REPO / "bundles" / bundle
+    files = "[" + ",".join(f"'configs/{name}'" for name in configs) + "]"
+    command = [sys.executable, "-m", "monai.bundle", "run", *([run_id] if run_id else []), "--config_file", files]
+    for key, value in overrides.items():
+        command += [f"--{key}", str(value)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env, timeout=600)
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fail with the command's output when it did not succeed."""
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}"
+    )
+    return result
