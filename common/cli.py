@@ -6,7 +6,7 @@ Examples::
     brainsynth cohort --root data/demo --size 128      # build the synthetic demo cohort
     brainsynth prepare paired IMAGES/ MASKS/ datalist.json
     brainsynth prepare brats BraTS2021/ datalist_brats.json
-    brainsynth preview a.nii.gz b.nii.gz --output preview.png --masks "[a_mask.nii.gz, None]"
+    brainsynth preview a.nii.gz b.nii.gz --output preview.png --masks a_mask.nii.gz,None
     brainsynth train med_ddpm_brain_mri --dataset_dir DATA --configs "[train.json]"
     brainsynth generate med_ddpm_brain_mri --masks MASKS/ --num_samples_per_mask 4
 
@@ -54,23 +54,26 @@ def cohort(
     )
 
 
-def _load(path: str) -> tuple[np.ndarray, str]:
-    image = nib.as_closest_canonical(nib.load(path))  # RAS, as the bundles write and read volumes
-    return np.asanyarray(image.dataobj), path
+def _load_ras(path: str) -> np.ndarray:
+    """Voxel array of a NIfTI file reoriented to RAS, the orientation the bundles read and write."""
+    return np.asanyarray(nib.as_closest_canonical(nib.load(path)).dataobj)
 
 
-def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | None] | None = None) -> str:
+def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | None] | str | None = None) -> str:
     """Write a tri-planar PNG (axial, coronal, sagittal through the centre) of one or more NIfTI volumes.
 
     Args:
         volumes: NIfTI files, one row each.
         output: PNG path to write.
-        masks: optional label NIfTI per volume (``None`` to skip one), drawn in colour over it.
+        masks: optional label NIfTI per volume, comma-separated (``None`` skips one), outlined in colour over it:
+            ``--masks a_mask.nii.gz,None``.
     """
     if not volumes:
         raise ValueError("give at least one NIfTI volume")
-    arrays = [_load(v)[0] for v in volumes]
-    overlays = [None if m in (None, "None") else _load(m)[0] for m in masks] if masks else None
+    if isinstance(masks, str):
+        masks = [m.strip(" '\"") for m in masks.strip("[]").split(",")]
+    arrays = [_load_ras(v) for v in volumes]
+    overlays = [None if m in (None, "None", "") else _load_ras(m) for m in masks] if masks else None
     return str(save_triplanar_preview(arrays, output, overlays=overlays))
 
 

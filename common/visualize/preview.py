@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -54,21 +55,26 @@ def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _colourise(grey: np.ndarray, labels: np.ndarray | None, opacity: float) -> np.ndarray:
-    """Blend label colours over an (H, W) grey image in [0, 1]; returns (H, W, 3) in [0, 255]."""
+    """Draw the outline of each label region of an (H, W) label map over an (H, W) grey image in [0, 1].
+
+    Outlines (region voxels with a neighbour outside the region) keep the image inside visible; ``opacity``
+    blends their colour with the image. Returns (H, W, 3) in [0, 255].
+    """
     rgb = np.repeat(grey[..., None] * 255.0, 3, axis=-1)
     if labels is not None:
         labels = np.rint(labels).astype(int)
         for value in np.unique(labels[labels > 0]):
             colour = LABEL_COLOURS[(value - 1) % len(LABEL_COLOURS)]
-            where = labels == value
-            rgb[where] = (1 - opacity) * rgb[where] + opacity * colour
+            region = labels == value
+            outline = region & ~ndimage.binary_erosion(region, border_value=0)
+            rgb[outline] = (1 - opacity) * rgb[outline] + opacity * colour
     return rgb
 
 
 def triplanar_grid(
     volumes: Sequence[ArrayLike],
     overlays: Sequence[ArrayLike | None] | None = None,
-    opacity: float = 0.35,
+    opacity: float = 0.8,
     gap: int = 2,
 ) -> np.ndarray:
     """Arrange centre slices of several volumes in a grid: one row per volume, columns axial/coronal/sagittal.
@@ -76,9 +82,9 @@ def triplanar_grid(
     Args:
         volumes: volumes of shape (X, Y, Z) or (1, X, Y, Z) in RAS orientation; each is scaled to its own
             1st-99th percentile range.
-        overlays: optional label volumes of the same shapes, drawn as colours over the matching volume
-            (``None`` entries are skipped).
-        opacity: opacity of the label colours.
+        overlays: optional label volumes of the same shapes, whose region outlines are drawn in colour over the
+            matching volume (``None`` entries are skipped).
+        opacity: opacity of the outline colours.
         gap: black pixels between tiles.
 
     Returns:

@@ -26,7 +26,8 @@ def test_overlay_colours_labels():
     label[2:6, 2:6, 2:6] = 2
     plain, coloured = triplanar_grid([volume], gap=0), triplanar_grid([volume], overlays=[label], gap=0)
     assert (plain[..., 0] == plain[..., 2]).all()  # grey
-    assert (coloured[..., 0] != coloured[..., 2]).any()  # tumour (label 2) drawn in red
+    assert (coloured[..., 0] != coloured[..., 2]).any()  # tumour (label 2) outlined in red
+    assert (coloured[4, 4] == plain[4, 4]).all()  # inside the region the image stays visible
 
 
 def test_saved_png_is_enlarged_for_small_volumes(tmp_path):
