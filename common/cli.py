@@ -54,6 +54,14 @@ def cohort(
     )
 
 
+def _as_list(value: Sequence[str | None] | str) -> list[str | None]:
+    """A list given on the command line: fire passes ``a,b`` or ``[a.json,b.json]`` as one string."""
+    if isinstance(value, str):
+        items = [item.strip(" '\"") for item in value.strip("[]").split(",")]
+        return [None if item in ("None", "") else item for item in items]
+    return list(value)
+
+
 def _load_ras(path: str) -> np.ndarray:
     """Voxel array of a NIfTI file reoriented to RAS, the orientation the bundles read and write."""
     return np.asanyarray(nib.as_closest_canonical(nib.load(path)).dataobj)
@@ -70,28 +78,33 @@ def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | No
     """
     if not volumes:
         raise ValueError("give at least one NIfTI volume")
-    if isinstance(masks, str):
-        masks = [m.strip(" '\"") for m in masks.strip("[]").split(",")]
     arrays = [_load_ras(v) for v in volumes]
-    overlays = [None if m in (None, "None", "") else _load_ras(m) for m in masks] if masks else None
+    overlays = [None if m is None else _load_ras(m) for m in _as_list(masks)] if masks else None
     return str(save_triplanar_preview(arrays, output, overlays=overlays))
 
 
-def train(bundle: str, configs: Sequence[str] = ("train.json",), time_limit_seconds: float | None = None, **overrides):
+def train(
+    bundle: str, configs: Sequence[str] | str = ("train.json",), time_limit_seconds: float | None = None, **overrides
+):
     """Train a bundle (same as ``python -m monai.bundle run training``), resuming from its last checkpoint.
 
     Args:
         bundle: bundle name under ``bundles/`` (e.g. ``med_ddpm_brain_mri``) or a bundle folder.
-        configs: config files of the bundle merged in order, e.g. ``"[train.json,brats_multimodal.json]"``.
+        configs: config files of the bundle merged in order, e.g. ``train.json,brats_multimodal.json``.
         time_limit_seconds: stop cleanly after this long (a checkpoint and ``models/model.pt`` are still written).
         overrides: any config value, e.g. ``--dataset_dir DATA --max_iterations 1000``.
     """
     run_bundle(
-        bundle, list(configs), "training", time_limit_seconds=time_limit_seconds, engine_id="train#trainer", **overrides
+        bundle,
+        _as_list(configs),
+        "training",
+        time_limit_seconds=time_limit_seconds,
+        engine_id="train#trainer",
+        **overrides,
     )
 
 
-def generate(bundle: str, configs: Sequence[str] = ("inference.json",), **overrides) -> str:
+def generate(bundle: str, configs: Sequence[str] | str = ("inference.json",), **overrides) -> str:
     """Generate volumes with a trained bundle (same as ``python -m monai.bundle run``); prints the output folder.
 
     Args:
@@ -99,7 +112,7 @@ def generate(bundle: str, configs: Sequence[str] = ("inference.json",), **overri
         configs: config files of the bundle merged in order.
         overrides: any config value, e.g. ``--masks MASKS/ --num_samples_per_mask 4 --sampler ddim``.
     """
-    workflow = run_bundle(bundle, list(configs), "run", **overrides)
+    workflow = run_bundle(bundle, _as_list(configs), "run", **overrides)
     return str(workflow.parser.get_parsed_content("output_dir"))
 
 

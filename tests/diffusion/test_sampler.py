@@ -45,3 +45,24 @@ def test_seeded_sampler_leaves_global_random_state_alone():
     scheduler = make_noise_scheduler("ddpm", num_train_timesteps=5)
     ConditionalDiffusionSampler(scheduler, seed=3, verbose=False)(torch.ones(1, 2, 4, 4, 4), RecordingNetwork())
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+class OracleNetwork(torch.nn.Module):
+    """The ideal noise predictor for a data set of one image ``x0``: eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)."""
+
+    def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor) -> None:
+        super().__init__()
+        self.x0, self.alphas_cumprod = x0, alphas_cumprod
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context=None) -> torch.Tensor:
+        alpha_bar = self.alphas_cumprod[timesteps.long()].view(-1, 1, 1, 1, 1)
+        return (x[:, :1] - alpha_bar.sqrt() * self.x0) / (1 - alpha_bar).sqrt()
+
+
+def test_sampling_with_the_ideal_denoiser_recovers_the_image():
+    x0 = torch.rand(1, 1, 6, 6, 6) * 2 - 1
+    for sampler, steps in (("ddpm", None), ("ddpm", 25), ("ddim", 10)):
+        scheduler = make_noise_scheduler(sampler, num_train_timesteps=250, num_inference_steps=steps)
+        oracle = OracleNetwork(x0, scheduler.alphas_cumprod)
+        sample = ConditionalDiffusionSampler(scheduler, seed=0, verbose=False)(torch.zeros(1, 2, 6, 6, 6), oracle)
+        torch.testing.assert_close(sample, x0, atol=1e-4, rtol=0, msg=f"{sampler} with {steps} steps")
