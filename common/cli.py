@@ -16,6 +16,7 @@ Run ``brainsynth COMMAND --help`` for the options of a command.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,18 @@ from typing import Any
 import fire
 import nibabel as nib
 import numpy as np
+import torch
 
-from common.bundle_runner import run_bundle
+from common.bundle_runner import bundle_dir, run_bundle
 from common.data import build_demo_cohort, prepare_brats, prepare_images, prepare_paired
+from common.engines import checkpoint_iteration, latest_checkpoint
 from common.visualize import save_triplanar_preview
+
+DEMO_WEIGHTS_DIR = bundle_dir("med_ddpm_brain_mri") / "models" / "demo"
+#: Training settings of the demo (and of the shipped demo weights), on top of ``train.json`` + ``tiny_cpu.json``.
+DEMO_LEARNING_RATE = 1e-3
+DEMO_EMA_DECAY = 0.99
+DEMO_EPOCH_LENGTH = 100
 
 
 class Prepare:
@@ -116,22 +125,41 @@ def generate(bundle: str, configs: Sequence[str] | str = ("inference.json",), **
     return str(workflow.parser.get_parsed_content("output_dir"))
 
 
+def _starting_iteration(ckpt_dir: Path, size: int, use_demo_weights: bool) -> int:
+    """The iteration training resumes from: the newest checkpoint in ``ckpt_dir``; else, if ``use_demo_weights``,
+    the shipped demo checkpoint for ``size``, copied into ``ckpt_dir``; else 0."""
+    previous = latest_checkpoint(ckpt_dir)
+    if previous is not None:
+        return checkpoint_iteration(previous)
+    shipped = DEMO_WEIGHTS_DIR / f"checkpoint_demo_s{size}.pt"
+    if not use_demo_weights or not shipped.is_file():
+        return 0
+    iteration = int(torch.load(shipped, weights_only=True)["trainer"]["iteration"])
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped, ckpt_dir / f"checkpoint_{iteration}.pt")
+    print(f"Starting from the demo weights {shipped} ({iteration} iterations on the demo cohort)")
+    return iteration
+
+
 def demo(
     output_dir: str = "outputs/demo",
     data_root: str = "data/demo",
     size: int = 32,
     num_subjects: int = 8,
     train_seconds: float = 150,
-    max_iterations: int = 2000,
-    learning_rate: float = 1e-3,
-    ema_decay: float = 0.98,
+    train_iterations: int = 2000,
+    from_scratch: bool = False,
+    learning_rate: float = DEMO_LEARNING_RATE,
+    ema_decay: float = DEMO_EMA_DECAY,
     num_inference_steps: int = 50,
     tumour_shift: Sequence[int] = (0, -4, 0),
 ) -> str:
     """The main job on demo data: build a small cohort, train a tiny Med-DDPM for a bounded time, shift the
     tumour of one mask, synthesise the matching MRI with DDIM, and write NIfTI + PNG under ``output_dir``.
 
-    Training resumes from ``output_dir/models`` when run again, so repeated demos keep improving the model.
+    At 32³ training starts from the demo weights shipped in the bundle (``models/demo/``, trained on this very
+    demo cohort with the command in the bundle README) unless ``from_scratch``: a few CPU minutes from scratch
+    give noise. Training resumes from ``output_dir/models`` when run again, so repeated demos keep improving.
 
     Args:
         output_dir: where models, logs and generated volumes go.
@@ -139,10 +167,11 @@ def demo(
         size: edge of the cubic volumes in voxels.
         num_subjects: subjects in the demo cohort.
         train_seconds: wall-clock budget of the training run.
-        max_iterations: iteration budget of the training run (whichever budget ends first).
+        train_iterations: iteration budget of the training run (whichever budget ends first).
+        from_scratch: do not start from the shipped demo weights (a previous run in ``output_dir`` still resumes).
         learning_rate: constant Adam learning rate. The paper's 1e-5 (then 1e-6) suits 100k iterations; a few
-            hundred CPU iterations need a larger one to learn anything.
-        ema_decay: EMA decay; the paper's 0.995 would keep the weights of the first minutes' iterations.
+            thousand CPU iterations need a larger one.
+        ema_decay: EMA decay (the paper's 0.995 suits 100k iterations).
         num_inference_steps: DDIM steps when generating.
         tumour_shift: voxels to shift the tumour by along (X, Y, Z) in RAS (default: 4 voxels posterior).
     """
@@ -151,20 +180,23 @@ def demo(
     manifest = json.loads((cohort_dir / "manifest.json").read_text())
     print(f"Demo cohort (synthetic DEMO data, not research data): {cohort_dir}")
 
-    common_overrides: dict[str, Any] = {"spatial_size": [size] * 3, "ckpt_dir": str(out / "models")}
+    ckpt_dir = out / "models"
+    start = _starting_iteration(ckpt_dir, size, use_demo_weights=not from_scratch)
+    common_overrides: dict[str, Any] = {"spatial_size": [size] * 3, "ckpt_dir": str(ckpt_dir)}
     train(
         "med_ddpm_brain_mri",
         configs=["train.json", "tiny_cpu.json"],
         time_limit_seconds=train_seconds,
         dataset_dir=str(cohort_dir),
         output_dir=str(out / "logs"),
-        max_iterations=max_iterations,
+        max_iterations=start + train_iterations,
         learning_rate=learning_rate,
-        lr_milestones=[max_iterations],
+        lr_milestones=[],
         ema_decay=ema_decay,
-        epoch_length=100,
-        save_interval=100,
+        epoch_length=DEMO_EPOCH_LENGTH,
+        save_interval=DEMO_EPOCH_LENGTH,
         preview_interval=500,
+        preview_inference_steps=25,
         **common_overrides,
     )
 

@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     summary = cli.demo(
         output_dir=str(out), data_root=str(tmp_path / "data"), size=32, num_subjects=4, train_seconds=60,
-        max_iterations=2, num_inference_steps=2, tumour_shift=(0, -2, 0),
+        train_iterations=2, num_inference_steps=2, tumour_shift=(0, -2, 0),
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert str(out / "demo_preview.png") in printed and "not research data" in printed

@@ -1,4 +1,10 @@
-from .checkpoint import CheckpointSaver, ResumeFromLatestCheckpoint, latest_checkpoint, save_atomically
+from .checkpoint import (
+    CheckpointSaver,
+    ResumeFromLatestCheckpoint,
+    checkpoint_iteration,
+    latest_checkpoint,
+    save_atomically,
+)
 from .prepare_batch import ConcatDiffusionPrepareBatch, ConditionOnlyPrepareBatch
 from .writers import GeneratedVolumeWriter, SamplePreviewHandler
 
@@ -8,6 +14,7 @@ __all__ = [
     "ConditionOnlyPrepareBatch",
     "GeneratedVolumeWriter",
     "ResumeFromLatestCheckpoint",
+    "checkpoint_iteration",
     "SamplePreviewHandler",
     "latest_checkpoint",
     "save_atomically",

@@ -39,6 +39,14 @@ def save_atomically(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def checkpoint_iteration(path: str | Path) -> int:
+    """The iteration in a ``checkpoint_<iteration>.pt`` file name."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint_<iteration>.pt file name")
+    return int(match.group(1))
+
+
 def checkpoints_in(ckpt_dir: str | Path) -> list[Path]:
     """The ``checkpoint_<iteration>.pt`` files of ``ckpt_dir``, oldest iteration first."""
     found = [
