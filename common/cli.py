@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from common.bundle_runner import bundle_dir, run_bundle
-from common.data import build_demo_cohort, prepare_brats, prepare_images, prepare_paired
+from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_images, prepare_paired
 from common.engines import checkpoint_iteration, latest_checkpoint
 from common.visualize import save_triplanar_preview
 
@@ -216,7 +216,7 @@ def demo(
             seed=0,
             **common_overrides,
         )
-    stem = mask.name.split(".nii")[0]
+    stem = nifti_stem(mask)
     rows = [
         (str(image), str(mask)),
         *[

@@ -7,7 +7,7 @@ from typing import Any
 
 from monai.data import load_decathlon_datalist
 
-NIFTI_PATTERNS = ("*.nii.gz", "*.nii")
+from common.data.nifti import nifti_files
 
 
 def load_datalist(datalist: str | Path, keys: str | list[str] = "training") -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def mask_items(
     if source.suffix == ".json":
         items = load_datalist(source, sections)
     elif source.is_dir():
-        items = [{key: str(p)} for p in sorted(p for pattern in NIFTI_PATTERNS for p in source.glob(pattern))]
+        items = [{key: str(p)} for p in nifti_files(source)]
     elif source.is_file():
         items = [{key: str(source)}]
     else:

@@ -23,6 +23,8 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from common.data.nifti import NIFTI_EXTENSIONS, nifti_files, nifti_stem
+
 __all__ = [
     "BRATS_MODALITIES",
     "DatasetValidationError",
@@ -38,7 +40,6 @@ BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 MASK_SUFFIXES = ("", "_mask", "_seg", "_label")
 """Accepted mask names for an image ``<stem>.nii[.gz]``: ``<stem><suffix>.nii[.gz]``."""
 
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 _AFFINE_ATOL = 1e-3
 
 
@@ -57,14 +58,6 @@ class _Header:
     path: Path
     shape: tuple[int, ...]
     affine: np.ndarray
-
-
-def _nifti_stem(path: Path) -> str | None:
-    """File name without its NIfTI extension, or None if ``path`` is not named like a NIfTI file."""
-    for extension in NIFTI_EXTENSIONS:
-        if path.name.endswith(extension) and len(path.name) > len(extension):
-            return path.name[: -len(extension)]
-    return None
 
 
 def _format_values(values: Iterable[float]) -> str:
@@ -160,10 +153,8 @@ def _list_niftis(folder: Path, problems: list[str]) -> dict[str, Path]:
         problems.append(f"{folder}: folder does not exist")
         return {}
     files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        stem = _nifti_stem(path)
-        if stem is None or path.name.startswith(".") or not path.is_file():
-            continue
+    for path in nifti_files(folder):
+        stem = nifti_stem(path)
         if stem in files:
             problems.append(f"{path}: duplicate of {files[stem].name} (same name with another extension)")
             continue

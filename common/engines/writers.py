@@ -14,20 +14,11 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
+from common.data.nifti import nifti_stem, source_name
 from common.diffusion import ConditionalDiffusionSampler
 from common.visualize import save_triplanar_preview
 
 logger = logging.getLogger(__name__)
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _affine(tensor: torch.Tensor) -> np.ndarray:
@@ -49,7 +40,7 @@ class GeneratedVolumeWriter:
         <mask name>_sample<k>.png                     tri-planar preview, mask drawn in colour
 
     and, when the run completes, ``preview.png`` (a grid of the first ``max_preview`` volumes) and ``outputs.json``
-    listing every pair. Outputs never replace an input: writing to a path the mask was read from raises.
+    listing every pair. Outputs never replace an input: writing to a path any item volume was read from raises.
 
     Args:
         output_dir: output folder (created).
@@ -98,10 +89,10 @@ class GeneratedVolumeWriter:
             pred, mask = output[self.pred_key], item[self.mask_key]
             if pred.shape[0] != len(self.channel_names):
                 raise ValueError(f"got {pred.shape[0]} generated channels but channel_names {self.channel_names}")
-            source = str(mask.meta.get("filename_or_obj", "mask")) if isinstance(mask, MetaTensor) else "mask"
-            inputs = {Path(source).resolve()}
+            source = source_name(mask)
+            inputs = {Path(source_name(value)).resolve() for value in item.values() if isinstance(value, MetaTensor)}
             index = int(torch.as_tensor(item.get(self.sample_index_key, 0)).item())
-            prefix = self.output_dir / f"{_stem(source)}_sample{index:02d}"
+            prefix = self.output_dir / f"{(nifti_stem(source) or 'generated')}_sample{index:02d}"
             affine = _affine(mask)
             low, high = self.value_range
             image = ((torch.as_tensor(pred).detach().cpu().float().numpy() - low) / (high - low)).clip(0, 1)

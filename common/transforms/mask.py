@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 import torch
-from monai.data import MetaTensor
 from monai.networks.utils import one_hot
 from monai.transforms import MapTransform
 
-
-def source_name(tensor: torch.Tensor) -> str:
-    """The file a (Meta)Tensor was loaded from, for error messages; ``"<in-memory>"`` if unknown."""
-    if isinstance(tensor, MetaTensor):
-        return str(tensor.meta.get("filename_or_obj", "<in-memory>"))
-    return "<in-memory>"
+from common.data.nifti import source_name
 
 
 class OneHotConditiond(MapTransform):

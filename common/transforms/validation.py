@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from common.transforms.mask import source_name
+from common.data.nifti import source_name
 
 
 class CheckVolumesd(MapTransform):
