@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomically(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place (never a partial file)."""
     path = Path(path)
@@ -32,6 +38,7 @@ def save_atomically(obj: Any, path: str | Path) -> Path:
     try:
         with os.fdopen(handle, "wb") as tmp:
             torch.save(obj, tmp)
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600 files; give the usual permissions
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

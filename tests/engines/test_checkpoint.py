@@ -73,3 +73,14 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
         save_atomically({"a": Unpicklable()}, path)
     assert torch.load(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_atomic_save_uses_the_usual_file_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = save_atomically({"a": 1}, tmp_path / "model.pt")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
