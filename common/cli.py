@@ -26,12 +26,12 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from common.bundle_runner import bundle_dir, run_bundle
+from common.bundle_runner import BUNDLES_DIR, run_bundle
 from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_images, prepare_paired
 from common.engines import checkpoint_iteration, latest_checkpoint
 from common.visualize import save_triplanar_preview
 
-DEMO_WEIGHTS_DIR = bundle_dir("med_ddpm_brain_mri") / "models" / "demo"
+DEMO_WEIGHTS_DIR = BUNDLES_DIR / "med_ddpm_brain_mri" / "models" / "demo"
 #: Training settings of the demo (and of the shipped demo weights), on top of ``train.json`` + ``tiny_cpu.json``.
 DEMO_LEARNING_RATE = 1e-3
 DEMO_EMA_DECAY = 0.99
