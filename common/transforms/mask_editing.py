@@ -7,6 +7,7 @@ outside it are dropped (with a warning), and the voxels the tumour leaves are fi
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -49,7 +50,7 @@ def move_tumour(
     return np.where((moved > 0) & inside, moved, edited).astype(label.dtype)
 
 
-class _TumourEditd(MapTransform):
+class _TumourEditd(MapTransform, ABC):
     """Common part of the tumour edits: apply :func:`move_tumour` to channel-first (1, X, Y, Z) label maps."""
 
     def __init__(self, keys: Hashable, tumour_labels: Sequence[int], fill_label: int) -> None:
@@ -57,12 +58,13 @@ class _TumourEditd(MapTransform):
         self.tumour_labels = list(tumour_labels)
         self.fill_label = fill_label
 
+    @abstractmethod
     def is_identity(self) -> bool:
-        raise NotImplementedError
+        """Whether the edit leaves every mask unchanged."""
 
+    @abstractmethod
     def affine(self, tumour_centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(matrix, offset) mapping output voxel coordinates to input voxel coordinates."""
-        raise NotImplementedError
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
