@@ -4,14 +4,15 @@ Bundles reference these classes from their configs by ``_target_`` (for example
 ``common.transforms.OneHotConditiond``); every subpackage has one job:
 
 - :mod:`common.data`: the MNI152-derived demo cohort and ``prepare`` for users' own NIfTI folders;
-- :mod:`common.transforms`: mask one-hot encoding and mask editing;
-- :mod:`common.diffusion`: noise-scheduler factory and the conditional sampler used at inference;
+- :mod:`common.networks`: networks MONAI lacks (cDPM's slice-attention U-Net);
+- :mod:`common.transforms`: mask one-hot encoding, mask editing and cDPM's condition/target slice sets;
+- :mod:`common.diffusion`: noise-scheduler factory, losses and the samplers used at inference;
 - :mod:`common.engines`: batch preparation, checkpoint/resume and output handlers for Ignite engines;
 - :mod:`common.visualize`: tri-planar PNG previews.
 """
 
 __version__ = "0.1.0"
 
-from . import data, diffusion, engines, transforms, visualize  # noqa: E402  (configs use ``$import common``)
+from . import data, diffusion, engines, networks, transforms, visualize  # noqa: E402  (configs use ``$import common``)
 
-__all__ = ["data", "diffusion", "engines", "transforms", "visualize"]
+__all__ = ["data", "diffusion", "engines", "networks", "transforms", "visualize"]

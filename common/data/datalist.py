@@ -56,3 +56,10 @@ def mask_items(
     if not items:
         raise FileNotFoundError(f"{source}: no masks found")
     return [{**item, "sample_index": k} for item in items for k in range(num_samples_per_mask)]
+
+
+def sample_items(num_volumes: int) -> list[dict[str, int]]:
+    """Inference items of an unconditional model: ``{"sample_index": k}`` for k in 0..num_volumes-1."""
+    if num_volumes < 1:
+        raise ValueError(f"num_volumes must be at least 1, got {num_volumes}")
+    return [{"sample_index": k} for k in range(num_volumes)]

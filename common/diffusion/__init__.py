@@ -1,4 +1,12 @@
-from .sampler import ConditionalDiffusionSampler
+from .sampler import ConditionalDiffusionSampler, SeededSampler
 from .schedulers import make_noise_scheduler
+from .slice_diffusion import SliceDiffusionInferer, SliceNoiseLoss, StagedSliceSampler
 
-__all__ = ["ConditionalDiffusionSampler", "make_noise_scheduler"]
+__all__ = [
+    "ConditionalDiffusionSampler",
+    "SeededSampler",
+    "SliceDiffusionInferer",
+    "SliceNoiseLoss",
+    "StagedSliceSampler",
+    "make_noise_scheduler",
+]

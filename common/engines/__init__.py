@@ -5,7 +5,7 @@ from .checkpoint import (
     latest_checkpoint,
     save_atomically,
 )
-from .prepare_batch import ConcatDiffusionPrepareBatch, ConditionOnlyPrepareBatch
+from .prepare_batch import ConcatDiffusionPrepareBatch, ConditionOnlyPrepareBatch, SliceDiffusionPrepareBatch
 from .writers import GeneratedVolumeWriter, SamplePreviewHandler
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ResumeFromLatestCheckpoint",
     "checkpoint_iteration",
     "SamplePreviewHandler",
+    "SliceDiffusionPrepareBatch",
     "latest_checkpoint",
     "save_atomically",
 ]

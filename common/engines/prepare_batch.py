@@ -1,4 +1,4 @@
-"""Batch preparation for mask-conditioned diffusion with MONAI engines."""
+"""Batch preparation for diffusion training and sampling with MONAI engines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch
+
+from common.transforms.slice_sets import TARGET
 
 
 class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
@@ -47,3 +49,43 @@ class ConditionOnlyPrepareBatch(PrepareBatch):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
         return batchdata[self.condition_key].to(device=device, non_blocking=non_blocking, **kwargs), None
+
+
+class SliceDiffusionPrepareBatch(PrepareBatch):
+    """Draw noise and timesteps for a batch of slice sets (see ``common.transforms.SampleSliceSetsd``).
+
+    For a batch ``{"slices": (B, K, C, H, W), "slice_indices": (B, K), "slice_roles": (B, K)}`` it returns the
+    slices as the engine input, ``{"noise", "target_mask"}`` as the loss target (for
+    ``common.diffusion.SliceNoiseLoss``), and the keyword arguments of ``common.diffusion.SliceDiffusionInferer``.
+    Timesteps are drawn uniformly per sample and shared by its target slices.
+
+    Args:
+        num_train_timesteps: T of the training schedule.
+        slices_key / indices_key / roles_key: batch keys.
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        slices_key: str = "slices",
+        indices_key: str = "slice_indices",
+        roles_key: str = "slice_roles",
+    ) -> None:
+        self.num_train_timesteps = num_train_timesteps
+        self.slices_key, self.indices_key, self.roles_key = slices_key, indices_key, roles_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple, dict[str, torch.Tensor]]:
+        slices = batchdata[self.slices_key].to(device=device, non_blocking=non_blocking, **kwargs)
+        indices = batchdata[self.indices_key].to(device=device, non_blocking=non_blocking).long()
+        roles = batchdata[self.roles_key].to(device=device, non_blocking=non_blocking).long()
+        noise = torch.randn_like(slices)
+        timesteps = torch.randint(0, self.num_train_timesteps, (slices.shape[0],), device=slices.device).long()
+        target = {"noise": noise, "target_mask": roles == TARGET}
+        infer_kwargs = {"noise": noise, "timesteps": timesteps, "slice_indices": indices, "slice_roles": roles}
+        return slices, target, (), infer_kwargs

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
 from common.data.nifti import nifti_stem, source_name
-from common.diffusion import ConditionalDiffusionSampler
+from common.diffusion import SeededSampler
 from common.visualize import save_triplanar_preview
 
 logger = logging.getLogger(__name__)
@@ -29,26 +29,32 @@ def _affine(tensor: torch.Tensor) -> np.ndarray:
 
 
 class GeneratedVolumeWriter:
-    """Write each generated volume as NIfTI with its mask's affine, the mask beside it, and PNG previews.
+    """Write each generated volume as NIfTI with a meaningful affine, plus PNG previews (and its mask, if any).
 
     For every generated item (``engine.state.output[i][pred_key]``, shape (C, X, Y, Z)) and its input item
-    (``engine.state.batch[i]``, holding the integer ``mask_key`` map (1, X, Y, Z) with its metadata and the
-    ``sample_index_key``), as decollated by MONAI engines, it writes in ``output_dir``::
+    (``engine.state.batch[i]``, holding the ``sample_index_key`` and, for mask-conditioned models, the integer
+    ``mask_key`` map (1, X, Y, Z) with its metadata), as decollated by MONAI engines, it writes in ``output_dir``::
 
-        <mask name>_sample<k>_<channel name>.nii.gz   one file per generated channel, intensities in [0, 1]
-        <mask name>_sample<k>_mask.nii.gz             the (possibly edited) mask the volume was generated from
-        <mask name>_sample<k>.png                     tri-planar preview, mask drawn in colour
+        <name>_sample<k>_<channel name>.nii.gz   one file per generated channel, intensities in [0, 1]
+        <name>_sample<k>_mask.nii.gz             the (possibly edited) mask the volume was generated from
+        <name>_sample<k>.png                     tri-planar preview, mask drawn in colour
 
-    and, when the run completes, ``preview.png`` (a grid of the first ``max_preview`` volumes) and ``outputs.json``
-    listing every pair. Outputs never replace an input: writing to a path any item volume was read from raises.
+    where ``<name>`` is the mask's file name, or ``name_prefix`` for unconditional models (which write no mask).
+    Volumes take the mask's affine, or ``affine`` without a mask. When the run completes it writes
+    ``preview.png`` (a grid of the first ``max_preview`` volumes) and ``outputs.json`` listing every output.
+    Outputs never replace an input: writing to a path any item volume was read from raises.
 
     Args:
         output_dir: output folder (created).
         channel_names: one name per generated channel, e.g. ``["t1ce"]`` or ``["t1", "t1ce", "t2", "flair"]``.
-        pred_key / mask_key: keys of the generated image and of the mask in the output dicts.
-        sample_index_key: key of the sample index of a mask (several samples per mask).
+        pred_key / mask_key: keys of the generated image and of the mask in the output dicts; ``mask_key=None``
+            for unconditional models.
+        sample_index_key: key of the sample index of an item (several samples per mask).
         value_range: intensity range of the model output, mapped linearly to [0, 1].
         max_preview: volumes in the final grid preview.
+        affine: 4x4 voxel-to-world affine of volumes generated without a mask (e.g.
+            ``common.data.centred_affine``); the identity if not given.
+        name_prefix: file name prefix of volumes generated without a mask.
     """
 
     def __init__(
@@ -56,18 +62,22 @@ class GeneratedVolumeWriter:
         output_dir: str | Path,
         channel_names: Sequence[str] = ("image",),
         pred_key: str = "pred",
-        mask_key: str = "label",
+        mask_key: str | None = "label",
         sample_index_key: str = "sample_index",
         value_range: tuple[float, float] = (-1.0, 1.0),
         max_preview: int = 8,
+        affine: Sequence[Sequence[float]] | np.ndarray | None = None,
+        name_prefix: str = "generated",
     ) -> None:
         self.output_dir = Path(output_dir)
         self.channel_names = list(channel_names)
         self.pred_key, self.mask_key, self.sample_index_key = pred_key, mask_key, sample_index_key
         self.value_range = value_range
         self.max_preview = max_preview
+        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+        self.name_prefix = name_prefix
         self.written: list[dict[str, Any]] = []
-        self._preview: list[tuple[np.ndarray, np.ndarray]] = []
+        self._preview: list[tuple[np.ndarray, np.ndarray | None]] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -86,21 +96,26 @@ class GeneratedVolumeWriter:
     def __call__(self, engine: Engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for output, item in zip(engine.state.output, engine.state.batch, strict=True):
-            pred, mask = output[self.pred_key], item[self.mask_key]
+            pred = output[self.pred_key]
             if pred.shape[0] != len(self.channel_names):
                 raise ValueError(f"got {pred.shape[0]} generated channels but channel_names {self.channel_names}")
-            source = source_name(mask)
+            mask = item[self.mask_key] if self.mask_key is not None else None
             inputs = {Path(source_name(value)).resolve() for value in item.values() if isinstance(value, MetaTensor)}
             index = int(torch.as_tensor(item.get(self.sample_index_key, 0)).item())
-            prefix = self.output_dir / f"{(nifti_stem(source) or 'generated')}_sample{index:02d}"
-            affine = _affine(mask)
+            record: dict[str, Any] = {"sample_index": index}
+            name, affine, labels = self.name_prefix, self.affine, None
+            if mask is not None:
+                record = {"mask_source": source_name(mask), **record}
+                name, affine = nifti_stem(record["mask_source"]) or name, _affine(mask)
+                labels = np.rint(torch.as_tensor(mask).detach().cpu().numpy()[0]).astype(np.uint8)
+            prefix = self.output_dir / f"{name}_sample{index:02d}"
             low, high = self.value_range
             image = ((torch.as_tensor(pred).detach().cpu().float().numpy() - low) / (high - low)).clip(0, 1)
-            labels = np.rint(torch.as_tensor(mask).detach().cpu().numpy()[0]).astype(np.uint8)
-            record = {"mask_source": source, "sample_index": index}
-            for channel, name in enumerate(self.channel_names):
-                record[name] = self._save_nifti(image[channel], affine, Path(f"{prefix}_{name}.nii.gz"), inputs)
-            record["mask"] = self._save_nifti(labels, affine, Path(f"{prefix}_mask.nii.gz"), inputs)
+            for channel, channel_name in enumerate(self.channel_names):
+                path = Path(f"{prefix}_{channel_name}.nii.gz")
+                record[channel_name] = self._save_nifti(image[channel], affine, path, inputs)
+            if labels is not None:
+                record["mask"] = self._save_nifti(labels, affine, Path(f"{prefix}_mask.nii.gz"), inputs)
             record["preview"] = str(
                 save_triplanar_preview(list(image), f"{prefix}.png", overlays=[labels] * len(image))
             )
@@ -121,24 +136,28 @@ class GeneratedVolumeWriter:
 class SamplePreviewHandler:
     """Every ``interval`` iterations, sample one volume from the (EMA) network and write a PNG preview.
 
-    The condition is the first item of the current training batch (decollated or not); the preview shows the
-    real image with its mask and the image generated from the same mask: ``<output_dir>/iteration_<n>.png``.
+    For a mask-conditioned model the condition is the first item of the current training batch (decollated or
+    not) and the preview shows the real image with its mask beside the image generated from that mask. For an
+    unconditional model (``condition_key=None``) the preview shows one generated volume. The file is
+    ``<output_dir>/iteration_<n>.png``.
 
     Args:
         network: the model to sample from (usually the EMA copy).
-        sampler: a :class:`ConditionalDiffusionSampler` (a short DDIM schedule keeps previews cheap).
+        sampler: a :class:`common.diffusion.SeededSampler`, e.g. ``ConditionalDiffusionSampler`` or
+            ``StagedSliceSampler`` (a short DDIM schedule keeps previews cheap).
         output_dir: folder of the preview PNGs.
         interval: iterations between previews.
-        condition_key / image_key / mask_key: batch keys.
+        condition_key / image_key / mask_key: batch keys; ``condition_key=None`` for unconditional models, whose
+            sampler gets a batch of one (and whose training batch holds no whole image to show).
     """
 
     def __init__(
         self,
         network: torch.nn.Module,
-        sampler: ConditionalDiffusionSampler,
+        sampler: SeededSampler,
         output_dir: str | Path,
         interval: int = 5000,
-        condition_key: str = "condition",
+        condition_key: str | None = "condition",
         image_key: str = "image",
         mask_key: str = "label",
     ) -> None:
@@ -152,17 +171,20 @@ class SamplePreviewHandler:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> Path:
-        batch = engine.state.batch
-        first: Mapping[str, torch.Tensor] = (
-            batch[0] if isinstance(batch, Sequence) else {k: v[0] for k, v in batch.items()}
-        )
         device = next(self.network.parameters()).device
+        first: Mapping[str, torch.Tensor] = {}
+        if self.condition_key is not None:
+            batch = engine.state.batch
+            first = batch[0] if isinstance(batch, Sequence) else {k: v[0] for k, v in batch.items()}
+        inputs = first[self.condition_key][None] if first else torch.zeros(1)
         was_training = self.network.training
         self.network.eval()
         try:
-            generated = self.sampler(first[self.condition_key][None].to(device), self.network)[0].cpu()
+            generated = self.sampler(inputs.to(device), self.network)[0].cpu()
         finally:
             self.network.train(was_training)
-        mask = first[self.mask_key][0]
         path = self.output_dir / f"iteration_{engine.state.iteration:07d}.png"
+        if not first:
+            return save_triplanar_preview([generated[0]], path)
+        mask = first[self.mask_key][0]
         return save_triplanar_preview([first[self.image_key][0], generated[0]], path, overlays=[mask, None])

@@ -1,5 +1,17 @@
 from .mask import AddBrainLabeld, OneHotConditiond
 from .mask_editing import ScaleTumourd, ShiftTumourd, move_tumour
+from .slice_sets import CONDITION, PADDING, TARGET, SampleSliceSetsd
 from .validation import CheckVolumesd
 
-__all__ = ["AddBrainLabeld", "CheckVolumesd", "OneHotConditiond", "ScaleTumourd", "ShiftTumourd", "move_tumour"]
+__all__ = [
+    "AddBrainLabeld",
+    "CONDITION",
+    "CheckVolumesd",
+    "OneHotConditiond",
+    "PADDING",
+    "SampleSliceSetsd",
+    "ScaleTumourd",
+    "ShiftTumourd",
+    "TARGET",
+    "move_tumour",
+]
