@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
 
 from common.data import build_demo_cohort
 
@@ -37,3 +38,19 @@ def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
         f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}"
     )
     return result
+
+
+def bundle_config(bundle: str, *names: str) -> ConfigParser:
+    """The bundle's config files ``names`` merged in order, on the CPU, unparsed."""
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / name) for name in names])
+    parser["device"] = "$torch.device('cpu')"
+    return parser
+
+
+def train_then_resume(bundle: str, configs: list[str], root: Path, dataset_dir: Path) -> dict:
+    """Train 4 iterations, then run again to 6 (resuming): the bundle root, both runs and the first checkpoints."""
+    first = check(run_bundle(bundle, "training", configs, bundle_root=root, dataset_dir=dataset_dir, max_iterations=4))
+    checkpoints_after_first = sorted(p.name for p in (root / "models").glob("checkpoint_*.pt"))
+    second = check(run_bundle(bundle, "training", configs, bundle_root=root, dataset_dir=dataset_dir, max_iterations=6))
+    return {"root": root, "first": first, "second": second, "checkpoints_after_first": checkpoints_after_first}

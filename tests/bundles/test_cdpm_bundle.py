@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import check, run_bundle
+from conftest import check, run_bundle, train_then_resume
 
 from common.data import centred_affine
 
@@ -19,11 +19,7 @@ TINY = ["train.json", "tiny_cpu.json"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_cohort) -> dict:
     """Train 4 iterations, then resume to 6: returns the bundle root and both runs' outputs."""
-    root = tmp_path_factory.mktemp("cdpm")
-    first = check(run_bundle(BUNDLE, "training", TINY, bundle_root=root, dataset_dir=tiny_cohort, max_iterations=4))
-    checkpoints_after_first = sorted(p.name for p in (root / "models").glob("checkpoint_*.pt"))
-    second = check(run_bundle(BUNDLE, "training", TINY, bundle_root=root, dataset_dir=tiny_cohort, max_iterations=6))
-    return {"root": root, "first": first, "second": second, "checkpoints_after_first": checkpoints_after_first}
+    return train_then_resume(BUNDLE, TINY, tmp_path_factory.mktemp("cdpm"), tiny_cohort)
 
 
 def test_training_writes_checkpoints_weights_logs_and_previews(trained):

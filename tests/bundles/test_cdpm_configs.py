@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import bundle_config
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cdpm_brain_mri" / "configs"
-
-
-def _parser(*names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / name) for name in names])
-    parser["device"] = "$torch.device('cpu')"
-    return parser
+BUNDLE = "cdpm_brain_mri"
 
 
 @pytest.fixture(scope="module")
 def train() -> ConfigParser:
-    return _parser("train.json")
+    return bundle_config(BUNDLE, "train.json")
 
 
 def test_data_and_slice_sets_are_the_papers(train):
@@ -54,7 +46,7 @@ def test_optimiser_batch_iterations_loss_and_ema_are_the_papers(train):
 
 
 def test_inference_builds_128_slices_in_13_stages_of_10():
-    inference = _parser("inference.json")
+    inference = bundle_config(BUNDLE, "inference.json")
     sampler = inference.get_parsed_content("inferer")
     plan = sampler.plan(128)
     assert len(plan) == 13 and plan[0] == ([], list(range(10)))

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import bundle_config
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "med_ddpm_brain_mri" / "configs"
-
-
-def _parser(*names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / name) for name in names])
-    parser["device"] = "$torch.device('cpu')"
-    return parser
+BUNDLE = "med_ddpm_brain_mri"
 
 
 @pytest.fixture(scope="module")
 def train() -> ConfigParser:
-    return _parser("train.json")
+    return bundle_config(BUNDLE, "train.json")
 
 
 def test_network_is_the_papers(train):
@@ -48,7 +40,7 @@ def test_schedule_loss_optimiser_and_ema_are_the_papers(train):
 
 
 def test_inference_defaults_sample_with_the_full_ddpm_chain():
-    inference = _parser("inference.json")
+    inference = bundle_config(BUNDLE, "inference.json")
     scheduler = inference.get_parsed_content("noise_scheduler")
     assert isinstance(scheduler, DDPMScheduler) and len(scheduler.timesteps) == 250
     inference["sampler"] = "ddim"
@@ -58,7 +50,7 @@ def test_inference_defaults_sample_with_the_full_ddpm_chain():
 
 
 def test_brats_override_is_the_papers_multimodal_setup():
-    brats = _parser("train.json", "brats_multimodal.json")
+    brats = bundle_config(BUNDLE, "train.json", "brats_multimodal.json")
     network = brats.get_parsed_content("network")
     assert (network.in_channels, network.out_channels) == (8, 4)  # 4 modalities + 4 mask channels
     assert brats["spatial_size"] == [192, 192, 144] and brats["max_iterations"] == 200000
