@@ -42,6 +42,9 @@ class SliceDiffusionUNet(nn.Module):
         max_distance: int = 127,
     ) -> None:
         super().__init__()
+        if not all(isinstance(level, bool) for level in attention_levels):
+            # e.g. "[false,true]" on a fire command line arrives as strings, which would all read as True
+            raise TypeError(f"attention_levels must be booleans, got {list(attention_levels)!r}")
         self.image_channels = image_channels
         self.unet = DiffusionModelUNet(
             spatial_dims=2,

@@ -185,3 +185,9 @@ def test_new_slice_attention_block_is_the_identity():
 def test_slice_attention_refuses_channels_not_divisible_by_heads():
     with pytest.raises(ValueError, match="not divisible"):
         SliceAttentionBlock(16, 3, SliceLayout(), norm_num_groups=8)
+
+
+def test_attention_levels_given_as_strings_are_refused():
+    # ``--network_def#attention_levels "[false,true]"`` on a fire command line gives strings, all truthy
+    with pytest.raises(TypeError, match="attention_levels must be booleans"):
+        SliceDiffusionUNet(channels=(16, 32), attention_levels=["false", "true"], norm_num_groups=8)
