@@ -1,0 +1,37 @@
+from .distribution import (
+    FeatureExtractor,
+    SliceFeatureExtractor,
+    VolumeFeatureExtractor,
+    extract_features,
+    fid,
+    frechet_distance,
+    load_feature_network,
+    mmd,
+    random_feature_network,
+    slice_indices,
+)
+from .memorisation import nearest_neighbours
+from .ms_ssim import diversity_report, ms_ssim, ms_ssim_weights, pairwise_ms_ssim, sample_pairs
+from .paired import paired_metrics
+from .volumes import stack_volumes
+
+__all__ = [
+    "FeatureExtractor",
+    "SliceFeatureExtractor",
+    "VolumeFeatureExtractor",
+    "diversity_report",
+    "extract_features",
+    "fid",
+    "frechet_distance",
+    "load_feature_network",
+    "mmd",
+    "ms_ssim",
+    "ms_ssim_weights",
+    "nearest_neighbours",
+    "paired_metrics",
+    "pairwise_ms_ssim",
+    "random_feature_network",
+    "sample_pairs",
+    "slice_indices",
+    "stack_volumes",
+]
