@@ -9,11 +9,13 @@ Bundles reference these classes from their configs by ``_target_`` (for example
 - :mod:`common.diffusion`: noise-scheduler factory, losses and the samplers used at inference;
 - :mod:`common.engines`: batch preparation, checkpoint/resume and output handlers for Ignite engines;
 - :mod:`common.metrics`: MS-SSIM diversity, MMD, FID, paired MSE/PSNR/SSIM and memorisation checks;
+- :mod:`common.evaluation`: evaluation runner writing metrics.json and a figure of synthetic against real volumes,
+  and the downstream tumour-segmentation experiment (real / synthetic / real + synthetic training);
 - :mod:`common.visualize`: tri-planar PNG previews.
 """
 
 __version__ = "0.1.0"
 
-from . import data, diffusion, engines, metrics, networks, transforms, visualize  # noqa: E402  (configs use ``$import common``)
+from . import data, diffusion, engines, evaluation, metrics, networks, transforms, visualize  # noqa: E402  (configs use ``$import common``)
 
-__all__ = ["data", "diffusion", "engines", "metrics", "networks", "transforms", "visualize"]
+__all__ = ["data", "diffusion", "engines", "evaluation", "metrics", "networks", "transforms", "visualize"]

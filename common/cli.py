@@ -1,4 +1,4 @@
-"""``brainsynth``: the chores around the bundles (demo, demo cohort, prepare, preview, train, generate).
+"""``brainsynth``: the chores around the bundles (demo, demo cohort, prepare, preview, train, generate, evaluate).
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     brainsynth preview a.nii.gz b.nii.gz --output preview.png --masks a_mask.nii.gz,None
     brainsynth train med_ddpm_brain_mri --dataset_dir DATA --configs "[train.json]"
     brainsynth generate med_ddpm_brain_mri --masks MASKS/ --num_samples_per_mask 4
+    brainsynth evaluate --real DATA/datalist.json --synthetic OUTPUTS/ --metrics diversity,mmd
 
 Run ``brainsynth COMMAND --help`` for the options of a command.
 """
@@ -29,6 +30,8 @@ import torch
 from common.bundle_runner import BUNDLES_DIR, run_bundle
 from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_images, prepare_paired
 from common.engines import checkpoint_iteration, latest_checkpoint
+from common.evaluation import evaluate as evaluate_volumes
+from common.evaluation import metric_table
 from common.visualize import save_triplanar_preview
 
 DEMO_WEIGHTS_DIR = BUNDLES_DIR / "med_ddpm_brain_mri" / "models" / "demo"
@@ -123,6 +126,41 @@ def generate(bundle: str, configs: Sequence[str] | str = ("inference.json",), **
     """
     workflow = run_bundle(bundle, _as_list(configs), "run", **overrides)
     return str(workflow.parser.get_parsed_content("output_dir"))
+
+
+def evaluate(
+    real: str,
+    synthetic: str,
+    output_dir: str | None = None,
+    metrics: Sequence[str] | str = ("diversity", "mmd", "memorisation", "paired"),
+    fid_weights: str | dict[str, str] | None = None,
+    fid_kinds: Sequence[str] | str = ("axial", "coronal", "sagittal", "3d"),
+    **options: Any,
+) -> str:
+    """Evaluate synthetic volumes made by any tool against real ones; prints the metric table, returns metrics.json.
+
+    Args:
+        real: a datalist JSON (its training and validation images) or a folder of NIfTI volumes.
+        synthetic: a folder of NIfTI volumes (its ``outputs.json`` when written by a bundle: pairs for ``paired``).
+        output_dir: folder for ``metrics.json`` and ``evaluation.png``; default ``<synthetic>_evaluation`` beside it.
+        metrics: comma-separated, from diversity, mmd, fid, memorisation, paired.
+        fid_weights: local weights of the FID feature networks: one path, or ``"{resnet2d: PATH, medicalnet3d:
+            PATH}"`` for 2D and 3D FID (``random-for-testing``: random networks, FID meaningless).
+        fid_kinds: comma-separated FID variants: axial, coronal, sagittal (2D network), 3d (MedicalNet).
+        options: other arguments of ``common.evaluation.evaluate``, e.g. ``--spatial_size [64,64,64]
+            --kernel_size 7 --max_volumes 50``.
+    """
+    folder = Path(synthetic)
+    output_dir = output_dir or str(folder.parent / f"{folder.name}_evaluation")
+    results = evaluate_volumes(
+        real, synthetic, output_dir, metrics=_as_list(metrics), fid_weights=fid_weights, fid_kinds=_as_list(fid_kinds),
+        **options,
+    )  # fmt: skip
+    print("\n".join(metric_table(results)))
+    for name, reason in results["skipped"].items():
+        print(f"{name}: skipped, {reason}")
+    print(f"Metrics: {results['outputs']['metrics']}\nFigure: {results['outputs']['figure']}")
+    return results["outputs"]["metrics"]
 
 
 def _starting_iteration(ckpt_dir: Path, size: int, use_demo_weights: bool) -> int:
@@ -243,6 +281,7 @@ def main() -> None:
             "preview": preview,
             "train": train,
             "generate": generate,
+            "evaluate": evaluate,
         },
         name="brainsynth",
     )

@@ -1,0 +1,427 @@
+"""Evaluate a set of synthetic volumes against real ones: metrics.json and a figure of views, metrics and neighbours.
+
+The synthetic volumes can come from any tool (a folder of NIfTI files); when the folder holds the ``outputs.json``
+of :class:`common.engines.GeneratedVolumeWriter`, it picks the image files and pairs each volume generated from a
+real mask with the real image of that mask (paired metrics). Metrics are those of :mod:`common.metrics`:
+
+- ``diversity``: mean pairwise MS-SSIM of each set and their absolute difference (:func:`diversity_report`);
+- ``mmd``: MMD between the sets (:func:`common.metrics.mmd`);
+- ``fid``: FID per view (2D network on axial, coronal, sagittal slices) and in 3D (MedicalNet), from local weights;
+- ``memorisation``: each synthetic volume's nearest real volume by MS-SSIM, flagged above a threshold;
+- ``paired``: MSE, PSNR and SSIM of generated volumes against their paired real ones (only when pairs exist).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    Orientationd,
+    ResizeWithPadOrCropd,
+    ScaleIntensityd,
+)
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from common.data.datalist import load_datalist
+from common.data.nifti import nifti_files, nifti_stem
+from common.metrics import (
+    SliceFeatureExtractor,
+    VolumeFeatureExtractor,
+    diversity_report,
+    fid,
+    load_feature_network,
+    mmd,
+    nearest_neighbours,
+    paired_metrics,
+    random_feature_network,
+)
+from common.transforms import CheckVolumesd
+from common.visualize import triplanar_grid
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("diversity", "mmd", "fid", "memorisation", "paired")
+"""Valid metric names, in the order they are computed."""
+
+FID_KINDS = {
+    "sagittal": ("resnet2d", 0),
+    "coronal": ("resnet2d", 1),
+    "axial": ("resnet2d", 2),
+    "3d": ("medicalnet3d", None),
+}
+"""FID variants: (feature network kind, slice axis of RAS volumes, or None for whole volumes)."""
+
+RANDOM_WEIGHTS = "random-for-testing"
+"""``fid_weights`` value that asks for randomly initialised feature networks: tests the plumbing, FID meaningless."""
+
+WRITER_KEYS = ("sample_index", "mask_source", "mask", "preview")
+"""Keys of a ``GeneratedVolumeWriter`` record that are not generated channels."""
+
+
+def _real_items(real: Path, sections: Sequence[str], image_key: str, channel: int) -> list[dict[str, Any]]:
+    """``{"path", "name", "label"}`` of each real volume: the ``image_key`` items of a datalist's ``sections``
+    (channel ``channel`` of multi-file images, ``label`` the resolved mask path if any), or a folder's NIfTI files."""
+    if real.is_dir():
+        return [{"path": p, "name": p.name, "label": None} for p in nifti_files(real)]
+    if not real.is_file():
+        raise FileNotFoundError(f"{real}: no such datalist JSON or NIfTI folder")
+    available = list(json.loads(real.read_text()))
+    present = [s for s in sections if s in available]
+    if not present:
+        raise ValueError(f"{real}: none of the sections {list(sections)} is in the datalist; it has {available}")
+    items = []
+    for item in load_datalist(real, present):
+        if image_key not in item:
+            raise KeyError(f"{real}: an item has no {image_key!r} key (keys: {sorted(item)}); set image_key")
+        image = item[image_key]
+        path = Path(image[channel] if isinstance(image, list) else image)
+        label = Path(item["label"]).resolve() if isinstance(item.get("label"), str) else None
+        items.append({"path": path, "name": path.name, "label": label})
+    return items
+
+
+def _resolve_output(folder: Path, listed: str) -> Path:
+    """A file listed in ``outputs.json``: as written, else the file of that name in ``folder`` (moved outputs)."""
+    path = Path(listed)
+    if not path.is_file():
+        path = folder / path.name
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder / 'outputs.json'}: listed file {listed} does not exist")
+    return path
+
+
+def _synthetic_items(
+    folder: Path, pattern: str, synthetic_key: str | None, channel: int, real_items: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``{"path", "name", "pair"}`` of each synthetic volume; ``pair`` indexes the real item whose mask it was
+    generated from (by ``mask_source`` in ``outputs.json``), else None."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of synthetic volumes")
+    listing = folder / "outputs.json"
+    if not listing.is_file():
+        paths = [p for p in sorted(folder.glob(pattern)) if p.is_file() and not (nifti_stem(p) or "").endswith("_mask")]
+        return [{"path": p, "name": p.name, "pair": None} for p in paths]
+    by_label = {item["label"]: i for i, item in enumerate(real_items) if item["label"] is not None}
+    items = []
+    for record in json.loads(listing.read_text()):
+        channels = [key for key in record if key not in WRITER_KEYS]
+        if synthetic_key is None and channel >= len(channels):
+            raise ValueError(f"{listing}: channel {channel} asked for, but the records have channels {channels}")
+        key = synthetic_key or channels[channel]
+        if key not in record:
+            raise KeyError(f"{listing}: a record has no {key!r} key (generated channels: {channels})")
+        path = _resolve_output(folder, record[key])
+        source = record.get("mask_source")
+        pair = by_label.get(Path(source).resolve()) if source else None
+        items.append({"path": path, "name": path.name, "pair": pair})
+    return items
+
+
+def _subset(items: list[dict[str, Any]], max_volumes: int | None, seed: int) -> list[dict[str, Any]]:
+    """At most ``max_volumes`` items, a seeded random subset kept in order."""
+    if max_volumes is None or len(items) <= max_volumes:
+        return items
+    chosen = np.sort(np.random.default_rng(seed).choice(len(items), size=max_volumes, replace=False))
+    return [items[i] for i in chosen]
+
+
+def _load_volumes(paths: Sequence[Path], spatial_size: Sequence[int] | None, desc: str, verbose: bool) -> torch.Tensor:
+    """Volumes (N, 1, X, Y, Z) in RAS, padded or cropped to ``spatial_size`` (default: the first file's shape) and
+    scaled to [0, 1] each. Raises ValueError naming the file for unreadable, 4D or non-finite volumes."""
+    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
+    check = CheckVolumesd("image", num_channels=[1])
+    volumes = []
+    for path in tqdm(paths, desc=desc, disable=not verbose):
+        try:
+            volume = load({"image": str(path)})
+        except Exception as error:  # MONAI wraps reader errors in several types
+            raise ValueError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
+        volume = Orientationd("image", axcodes="RAS")(check(volume))
+        if spatial_size is None:
+            spatial_size = tuple(volume["image"].shape[1:])
+        prepare = Compose([ResizeWithPadOrCropd("image", spatial_size), ScaleIntensityd("image", 0.0, 1.0)])
+        volumes.append(prepare(volume)["image"].as_tensor().float())
+    return torch.stack(volumes)
+
+
+def _require(metric: str, counts: Mapping[str, int], minimum: int) -> None:
+    """Raise a ValueError when a set has fewer volumes than ``metric`` needs."""
+    short = {name: n for name, n in counts.items() if n < minimum}
+    if short:
+        raise ValueError(f"{metric} needs at least {minimum} volumes per set, got {short}")
+
+
+def metric_table(results: Mapping[str, Any]) -> list[str]:
+    """The metric table of :func:`evaluate` results as text: one ``group.name: value`` line per scalar metric."""
+    lines = []
+    for group in METRICS:
+        for name, value in results.get(group, {}).items():
+            if isinstance(value, float):
+                lines.append(f"{group}.{name}: {value:.4g}")
+            elif isinstance(value, int | bool):
+                lines.append(f"{group}.{name}: {value}")
+    return lines
+
+
+def _tiles(volumes: torch.Tensor, factor: int) -> np.ndarray:
+    """:func:`triplanar_grid` of volumes (N, 1, X, Y, Z), one row each, enlarged ``factor`` times, (H, W, 3) uint8."""
+    grid = triplanar_grid(list(volumes))
+    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Two (H, W, 3) images next to each other, the shorter padded with black at the bottom."""
+    height = max(left.shape[0], right.shape[0])
+    padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in (left, right)]
+    return np.concatenate([padded[0], np.zeros((height, gap, 3), np.uint8), padded[1]], axis=1)
+
+
+def _compose_figure(
+    real: torch.Tensor, synthetic: torch.Tensor, results: Mapping[str, Any], num_rows: int, path: Path
+) -> Path:
+    """Write the figure: real | synthetic tri-planar views of the first ``num_rows`` volumes of each set (N, 1, X,
+    Y, Z), the metric table, and the ``num_rows`` synthetic volumes closest to a real one, each beside it."""
+    factor = max(1, int(np.ceil(96 / min(real.shape[2:]))))
+    blocks: list[tuple[str, list[str], np.ndarray | None]] = [
+        (
+            "Real (left) vs synthetic (right): axial, coronal, sagittal views",
+            [],
+            _side_by_side(_tiles(real[:num_rows], factor), _tiles(synthetic[:num_rows], factor)),
+        ),
+        ("Metrics", metric_table(results), None),
+    ]
+    neighbours = results.get("memorisation", {}).get("nearest_neighbours", [])
+    for entry in sorted(neighbours, key=lambda e: -e["ms_ssim"])[:num_rows]:
+        s, r = entry["synthetic"], entry["nearest_real"]
+        title = (
+            f"synthetic {entry['synthetic_file']} (left) and its nearest real {entry['nearest_real_file']}: "
+            f"MS-SSIM {entry['ms_ssim']:.3f}{' MEMORISED' if entry['memorised'] else ''}"
+        )
+        blocks.append((title, [], _side_by_side(_tiles(synthetic[s : s + 1], factor), _tiles(real[r : r + 1], factor))))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height = measure.textbbox((0, 0), "Ag")[3] + 4
+    texts = [line for title, lines, _ in blocks for line in (title, *lines)]
+    width = 8 + max(max(measure.textlength(t) for t in texts), *(b[2].shape[1] for b in blocks if b[2] is not None))
+    height = sum(
+        line_height * (1 + len(lines)) + (0 if image is None else image.shape[0]) + 8 for _, lines, image in blocks
+    )
+    canvas = Image.new("RGB", (int(width), height), "black")
+    draw, top = ImageDraw.Draw(canvas), 0
+    for title, lines, image in blocks:
+        for line, colour in zip((title, *lines), ("yellow", *["white"] * len(lines)), strict=True):
+            draw.text((4, top), line, fill=colour)
+            top += line_height
+        if image is not None:
+            canvas.paste(Image.fromarray(image), (4, top))
+            top += image.shape[0]
+        top += 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def _check_output_dir(output_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an ``output_dir`` that holds an input file (metrics.json and the figure go into a folder of their own)."""
+    folders = {path.resolve().parent for path in inputs}
+    if output_dir.resolve() in folders:
+        raise ValueError(f"output_dir {output_dir} holds input files; choose a folder of its own for the evaluation")
+
+
+def evaluate(
+    real: str | Path,
+    synthetic: str | Path,
+    output_dir: str | Path,
+    metrics: Sequence[str] | str = ("diversity", "mmd", "memorisation", "paired"),
+    spatial_size: Sequence[int] | None = None,
+    image_key: str = "image",
+    sections: Sequence[str] = ("training", "validation"),
+    synthetic_pattern: str = "*.nii.gz",
+    synthetic_key: str | None = None,
+    channel: int = 0,
+    fid_weights: str | Mapping[str, str] | None = None,
+    fid_kinds: Sequence[str] = ("axial", "coronal", "sagittal", "3d"),
+    fid_depths: Mapping[str, int] | None = None,
+    num_pairs: int = 100,
+    kernel_size: int = 11,
+    memorisation_threshold: float = 0.95,
+    max_volumes: int | None = None,
+    num_figure_rows: int = 4,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Evaluate synthetic volumes against real ones; write ``metrics.json`` and ``evaluation.png`` in ``output_dir``.
+
+    Every volume is loaded with MONAI transforms (``LoadImaged``, ``EnsureChannelFirstd``, a check that it is one
+    finite 3D volume, ``Orientationd("RAS")``, ``ResizeWithPadOrCropd(spatial_size)``, ``ScaleIntensityd`` to
+    [0, 1]) into memory, (N, 1, X, Y, Z) per set, with a progress bar. Inputs are only read.
+
+    Args:
+        real: a datalist JSON (the ``image_key`` items of its ``sections`` that it has; by default training and
+            validation, i.e. every real subject) or a folder of NIfTI files.
+        synthetic: a folder of NIfTI files: those of its ``outputs.json`` when it has one (written by
+            ``GeneratedVolumeWriter``; volumes generated from a mask of the datalist are paired with its image),
+            else those matching ``synthetic_pattern`` except ``*_mask`` files.
+        output_dir: folder for ``metrics.json`` and ``evaluation.png``; it must not hold any input file.
+        metrics: names from :data:`METRICS` (a comma-separated string works too). ``paired`` is skipped (and the
+            reason recorded under ``"skipped"``) when no synthetic volume has a pair.
+        spatial_size: (X, Y, Z) all volumes are padded or cropped to; default: the first real volume's shape.
+        image_key: datalist key of the real images.
+        sections: datalist sections to read.
+        synthetic_pattern: glob of the synthetic files when there is no ``outputs.json``.
+        synthetic_key: ``outputs.json`` key of the image to evaluate (e.g. ``"t1ce"``); default: the
+            ``channel``-th generated channel.
+        channel: which file of multi-file datalist images (e.g. BraTS ``[t1, t1ce, t2, flair]``) is the real image,
+            and which generated channel of ``outputs.json`` the synthetic one.
+        fid_weights: local weights of the FID feature networks: one path for all kinds needed, or a mapping
+            ``{"resnet2d": path, "medicalnet3d": path}`` (see :func:`common.metrics.load_feature_network`, whose
+            error says what to provide when missing). :data:`RANDOM_WEIGHTS` uses random networks, for tests only:
+            metrics.json then labels the FID values meaningless.
+        fid_kinds: FID variants, keys of :data:`FID_KINDS` (per-view 2D FID and 3D FID).
+        fid_depths: ResNet depth per network kind, e.g. ``{"resnet2d": 18}`` (defaults: 50 in 2D, 10 in 3D).
+        num_pairs: random pairs per set for the diversity MS-SSIM.
+        kernel_size: Gaussian window side of MS-SSIM and SSIM (11, or 7 for volumes of 32 voxels per side).
+        memorisation_threshold: MS-SSIM to the nearest real volume at or above which a synthetic one is flagged.
+        max_volumes: evaluate at most this many volumes per set (a seeded random subset).
+        num_figure_rows: volumes per set shown in the figure, and nearest-neighbour pairs shown.
+        seed: seed of the subsets, the diversity pairs and random feature networks.
+        verbose: show progress bars.
+
+    Returns:
+        the content of ``metrics.json``: ``settings``, ``counts``, ``files``, one entry per computed metric,
+        ``skipped`` and ``outputs`` (the paths written). PSNR of identical pairs is ``Infinity``.
+
+    Raises:
+        ValueError: an unknown metric or FID kind, an empty set, too few volumes for a metric, a volume that is not
+            one finite 3D volume (naming the file), or an ``output_dir`` holding input files.
+        FileNotFoundError: a missing input, or FID without weights (naming what to provide).
+    """
+    metrics = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS] + [k for k in fid_kinds if k not in FID_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown metric or FID kind {unknown}; metrics: {list(METRICS)}, FID kinds: {list(FID_KINDS)}"
+        )
+    real, synthetic, output_dir = Path(real), Path(synthetic), Path(output_dir)
+    networks = {}
+    if "fid" in metrics:  # fail on missing weights before loading any volume
+        for kind in {FID_KINDS[k][0] for k in fid_kinds}:
+            weights = fid_weights.get(kind) if isinstance(fid_weights, Mapping) else fid_weights
+            depth = (fid_depths or {}).get(kind)
+            networks[kind] = (
+                random_feature_network(kind, seed=seed, depth=depth)
+                if weights == RANDOM_WEIGHTS
+                else load_feature_network(kind, weights, depth=depth)
+            )
+    real_items = _subset(_real_items(real, sections, image_key, channel), max_volumes, seed)
+    synthetic_items = _subset(
+        _synthetic_items(synthetic, synthetic_pattern, synthetic_key, channel, real_items), max_volumes, seed
+    )
+    for name, items, source in (("real", real_items, real), ("synthetic", synthetic_items, synthetic)):
+        if not items:
+            raise ValueError(f"{source}: no {name} volumes found")
+    listing = [synthetic / "outputs.json"] if (synthetic / "outputs.json").is_file() else []
+    _check_output_dir(
+        output_dir, [*(i["path"] for i in real_items + synthetic_items), *([real] if real.is_file() else []), *listing]
+    )
+
+    real_volumes = _load_volumes([i["path"] for i in real_items], spatial_size, "loading real", verbose)
+    spatial_size = tuple(real_volumes.shape[2:])
+    synthetic_volumes = _load_volumes([i["path"] for i in synthetic_items], spatial_size, "loading synthetic", verbose)
+    counts = {"real": len(real_volumes), "synthetic": len(synthetic_volumes)}
+    results: dict[str, Any] = {
+        "settings": {
+            "real": str(real),
+            "synthetic": str(synthetic),
+            "metrics": metrics,
+            "spatial_size": list(spatial_size),
+            "image_key": image_key,
+            "sections": list(sections),
+            "channel": channel,
+            "num_pairs": num_pairs,
+            "kernel_size": kernel_size,
+            "memorisation_threshold": memorisation_threshold,
+            "max_volumes": max_volumes,
+            "seed": seed,
+            "fid_weights": fid_weights,
+            "fid_kinds": list(fid_kinds),
+            "fid_depths": fid_depths,
+        },  # fmt: skip
+        "counts": counts,
+        "files": {"real": [str(i["path"]) for i in real_items], "synthetic": [str(i["path"]) for i in synthetic_items]},
+        "skipped": {},
+    }
+    ms_ssim_kwargs = {"kernel_size": kernel_size, "verbose": verbose}
+    if "diversity" in metrics:
+        _require("diversity", counts, 2)
+        results["diversity"] = diversity_report(
+            synthetic_volumes, real_volumes, num_pairs=num_pairs, seed=seed, **ms_ssim_kwargs
+        )
+    if "mmd" in metrics:
+        _require("mmd", counts, 2)
+        results["mmd"] = {"mmd": mmd(synthetic_volumes, real_volumes)}
+    if "fid" in metrics:
+        _require("fid", counts, 2)
+        fids: dict[str, Any] = {}
+        for name in fid_kinds:
+            kind, axis = FID_KINDS[name]
+            extractor = (
+                VolumeFeatureExtractor(networks[kind])
+                if axis is None
+                else SliceFeatureExtractor(networks[kind], axis=axis)
+            )
+            fids[name] = fid(synthetic_volumes, real_volumes, extractor, verbose=verbose)
+        if fid_weights == RANDOM_WEIGHTS or isinstance(fid_weights, Mapping) and RANDOM_WEIGHTS in fid_weights.values():
+            fids["meaningless"] = True
+            fids["note"] = f"fid_weights={fid_weights!r}: random feature networks, for testing only; FID is meaningless"
+        results["fid"] = fids
+    if "memorisation" in metrics:
+        neighbours = nearest_neighbours(
+            synthetic_volumes, real_volumes, threshold=memorisation_threshold, **ms_ssim_kwargs
+        )
+        for entry in neighbours:
+            entry["synthetic_file"] = synthetic_items[entry["synthetic"]]["name"]
+            entry["nearest_real_file"] = real_items[entry["nearest_real"]]["name"]
+        flagged = sum(entry["memorised"] for entry in neighbours)
+        results["memorisation"] = {
+            "threshold": memorisation_threshold,
+            "num_memorised": flagged,
+            "fraction_memorised": flagged / len(neighbours),
+            "max_ms_ssim": max(entry["ms_ssim"] for entry in neighbours),
+            "nearest_neighbours": neighbours,
+        }
+    if "paired" in metrics:
+        pairs = [(s, item["pair"]) for s, item in enumerate(synthetic_items) if item["pair"] is not None]
+        if not pairs:
+            results["skipped"]["paired"] = "no synthetic volume was generated from a mask of the real datalist"
+        else:
+            report = paired_metrics(
+                synthetic_volumes[[s for s, _ in pairs]], real_volumes[[r for _, r in pairs]], kernel_size=kernel_size
+            )
+            results["paired"] = {
+                **{f"{name}_mean": report[f"{name}_mean"] for name in ("mse", "psnr", "ssim")},
+                "num_pairs": len(pairs),
+                "pairs": [
+                    {
+                        "synthetic_file": synthetic_items[s]["name"],
+                        "real_file": real_items[r]["name"],
+                        **{name: report[name][k] for name in ("mse", "psnr", "ssim")},
+                    }
+                    for k, (s, r) in enumerate(pairs)
+                ],  # fmt: skip
+            }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results["outputs"] = {"metrics": str(output_dir / "metrics.json"), "figure": str(output_dir / "evaluation.png")}
+    _compose_figure(real_volumes, synthetic_volumes, results, num_figure_rows, output_dir / "evaluation.png")
+    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    logger.info(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'evaluation.png'}")
+    return results
