@@ -11,11 +11,22 @@ Bundles reference these classes from their configs by ``_target_`` (for example
 - :mod:`common.metrics`: MS-SSIM diversity, MMD, FID, paired MSE/PSNR/SSIM and memorisation checks;
 - :mod:`common.evaluation`: evaluation runner writing metrics.json and a figure of synthetic against real volumes,
   and the downstream tumour-segmentation experiment (real / synthetic / real + synthetic training);
-- :mod:`common.visualize`: tri-planar PNG previews.
+- :mod:`common.visualize`: tri-planar PNG previews;
+- :mod:`common.bundle_runner`: run a bundle config from Python (the CLI, ``evaluate.json`` with ``generate_first``).
 """
 
 __version__ = "0.1.0"
 
-from . import data, diffusion, engines, evaluation, metrics, networks, transforms, visualize  # noqa: E402  (configs use ``$import common``)
+from . import bundle_runner, data, diffusion, engines, evaluation, metrics, networks, transforms, visualize  # noqa: E402  (configs use ``$import common``)
 
-__all__ = ["data", "diffusion", "engines", "evaluation", "metrics", "networks", "transforms", "visualize"]
+__all__ = [
+    "bundle_runner",
+    "data",
+    "diffusion",
+    "engines",
+    "evaluation",
+    "metrics",
+    "networks",
+    "transforms",
+    "visualize",
+]

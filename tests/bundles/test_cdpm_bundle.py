@@ -91,3 +91,17 @@ def test_inference_without_weights_names_the_missing_file(tmp_path):
     result = run_bundle(BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=tmp_path)
     assert result.returncode != 0
     assert f"{tmp_path}/models/model.pt" in result.stderr
+
+
+def test_evaluate_config_generates_first_then_evaluates(trained, tiny_cohort, tmp_path):
+    result = run_bundle(
+        BUNDLE, None, ["evaluate.json"], bundle_root=trained["root"], dataset_dir=tiny_cohort,
+        synthetic=tmp_path / "generated", output_dir=tmp_path / "metrics", generate_first=True,
+        inference_configs="['inference.json','tiny_cpu.json']", inference_overrides="{'num_volumes': 2, 'seed': 0}",
+        spatial_size="[32,32,16]", kernel_size=7, num_pairs=1,
+    )  # fmt: skip
+    check(result)
+    assert len(json.loads((tmp_path / "generated" / "outputs.json").read_text())) == 2
+    metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert metrics["counts"] == {"real": 4, "synthetic": 2}
+    assert not any(entry["memorised"] for entry in metrics["memorisation"]["nearest_neighbours"])
