@@ -139,17 +139,19 @@ def _load_volumes(paths: Sequence[Path], spatial_size: Sequence[int] | None, des
     """Volumes (N, 1, X, Y, Z) in RAS, padded or cropped to ``spatial_size`` (default: the first file's shape) and
     scaled to [0, 1] each. Raises ValueError naming the file for unreadable, 4D or non-finite volumes."""
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
-    check = CheckVolumesd("image", num_channels=[1])
+    check = CheckVolumesd("image", num_channels=[1])  # called directly: Compose would hide its message
+    orient = Orientationd("image", axcodes="RAS")
+    prepare = None
     volumes = []
     for path in tqdm(paths, desc=desc, disable=not verbose):
         try:
             volume = load({"image": str(path)})
         except Exception as error:  # MONAI wraps reader errors in several types
             raise ValueError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
-        volume = Orientationd("image", axcodes="RAS")(check(volume))
-        if spatial_size is None:
-            spatial_size = tuple(volume["image"].shape[1:])
-        prepare = Compose([ResizeWithPadOrCropd("image", spatial_size), ScaleIntensityd("image", 0.0, 1.0)])
+        volume = orient(check(volume))
+        if prepare is None:  # the size is known once the first volume is loaded
+            size = tuple(volume["image"].shape[1:]) if spatial_size is None else spatial_size
+            prepare = Compose([ResizeWithPadOrCropd("image", size), ScaleIntensityd("image", 0.0, 1.0)])
         volumes.append(prepare(volume)["image"].as_tensor().float())
     return torch.stack(volumes)
 
