@@ -1,4 +1,12 @@
-from .slice_attention import SliceAttentionBlock, SliceLayout, SliceThenSpatialAttention
+from .factorised_unet import FactorisedDiffusionUNet
+from .slice_attention import FactorisedAttention, SliceAttentionBlock, SliceLayout, add_slice_attention
 from .slice_unet import SliceDiffusionUNet
 
-__all__ = ["SliceAttentionBlock", "SliceDiffusionUNet", "SliceLayout", "SliceThenSpatialAttention"]
+__all__ = [
+    "FactorisedAttention",
+    "FactorisedDiffusionUNet",
+    "SliceAttentionBlock",
+    "SliceDiffusionUNet",
+    "SliceLayout",
+    "add_slice_attention",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 from monai.networks.nets.diffusion_model_unet import zero_module
 from torch import nn
 
@@ -73,13 +74,39 @@ class SliceAttentionBlock(nn.Module):
         return x + self.out_proj(attended).permute(0, 2, 3, 1).reshape(x.shape)
 
 
-class SliceThenSpatialAttention(nn.Module):
-    """Factorised attention of a slice set: attention across slices, then MONAI's attention within each slice."""
+class FactorisedAttention(nn.Module):
+    """Attention of a stack of 2D maps factorised into two blocks: across slices and within each slice.
 
-    def __init__(self, slice_attention: SliceAttentionBlock, spatial_attention: nn.Module) -> None:
+    ``slice_first=True`` runs the slice attention first (cDPM); ``False`` runs MONAI's spatial attention first and
+    then attention across slices (the video-diffusion U-Net of Ho et al. 2022 used by Medical Diffusion and
+    DiffuseMorph's deformation DDPM).
+    """
+
+    def __init__(self, slice_attention: SliceAttentionBlock, spatial_attention: nn.Module, slice_first: bool) -> None:
         super().__init__()
         self.slice_attention = slice_attention
         self.spatial_attention = spatial_attention
+        self.slice_first = slice_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.spatial_attention(self.slice_attention(x))
+        if self.slice_first:
+            return self.spatial_attention(self.slice_attention(x))
+        return self.slice_attention(self.spatial_attention(x))
+
+
+def add_slice_attention(
+    unet: nn.Module, layout: SliceLayout, max_distance: int, norm_num_groups: int, slice_first: bool
+) -> None:
+    """Pair every ``SpatialAttentionBlock`` of a 2D MONAI U-Net with a :class:`SliceAttentionBlock`, in place.
+
+    Each spatial attention block is replaced by a :class:`FactorisedAttention` whose slice attention has as many
+    heads as the spatial one and reads the slice positions from ``layout``.
+    """
+    for name, module in list(unet.named_modules()):
+        if isinstance(module, SpatialAttentionBlock):
+            parent_name, _, child_name = name.rpartition(".")
+            slice_attention = SliceAttentionBlock(
+                module.norm.num_channels, module.attn.num_heads, layout, max_distance, norm_num_groups
+            )
+            factorised = FactorisedAttention(slice_attention, module, slice_first)
+            setattr(unet.get_submodule(parent_name), child_name, factorised)

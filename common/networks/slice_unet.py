@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks.spatialattention import SpatialAttentionBlock
-from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
-from common.networks.slice_attention import SliceAttentionBlock, SliceLayout, SliceThenSpatialAttention
+from common.networks.slice_attention import SliceLayout, add_slice_attention
+from common.networks.unet2d import diffusion_unet_2d
 from common.transforms.slice_sets import CONDITION, PADDING
 
 
@@ -42,29 +41,13 @@ class SliceDiffusionUNet(nn.Module):
         max_distance: int = 127,
     ) -> None:
         super().__init__()
-        if not all(isinstance(level, bool) for level in attention_levels):
-            # e.g. "[false,true]" on a fire command line arrives as strings, which would all read as True
-            raise TypeError(f"attention_levels must be booleans, got {list(attention_levels)!r}")
         self.image_channels = image_channels
-        self.unet = DiffusionModelUNet(
-            spatial_dims=2,
-            in_channels=image_channels + 1,
-            out_channels=image_channels,
-            channels=channels,
-            attention_levels=attention_levels,
-            num_res_blocks=num_res_blocks,
-            num_head_channels=num_head_channels,
-            norm_num_groups=norm_num_groups,
-        )
+        self.unet = diffusion_unet_2d(
+            image_channels + 1, image_channels, channels, attention_levels, num_res_blocks, num_head_channels,
+            norm_num_groups,
+        )  # fmt: skip
         self.layout = SliceLayout()
-        for name, module in list(self.unet.named_modules()):
-            if isinstance(module, SpatialAttentionBlock):
-                parent_name, _, child_name = name.rpartition(".")
-                slice_attention = SliceAttentionBlock(
-                    module.norm.num_channels, module.attn.num_heads, self.layout, max_distance, norm_num_groups
-                )
-                factorised = SliceThenSpatialAttention(slice_attention, module)
-                setattr(self.unet.get_submodule(parent_name), child_name, factorised)
+        add_slice_attention(self.unet, self.layout, max_distance, norm_num_groups, slice_first=True)
 
     def forward(
         self, x: torch.Tensor, timesteps: torch.Tensor, slice_indices: torch.Tensor, slice_roles: torch.Tensor
