@@ -4,7 +4,8 @@ Bundles reference these classes from their configs by ``_target_`` (for example
 ``common.transforms.OneHotConditiond``); every subpackage has one job:
 
 - :mod:`common.data`: the MNI152-derived demo cohort and ``prepare`` for users' own NIfTI folders;
-- :mod:`common.networks`: networks MONAI lacks (cDPM's slice-attention U-Net, the factorised space/depth U-Net);
+- :mod:`common.networks`: networks MONAI lacks (cDPM's slice-attention U-Net, the factorised space/depth U-Net,
+  DiffuseMorph's score + deformation pair);
 - :mod:`common.transforms`: mask one-hot encoding, mask editing and cDPM's condition/target slice sets;
 - :mod:`common.diffusion`: noise-scheduler factory, losses and the samplers used at inference;
 - :mod:`common.engines`: batch preparation, checkpoint/resume and output handlers for Ignite engines;

@@ -1,4 +1,6 @@
-"""``brainsynth``: the chores around the bundles (demo, demo cohort, prepare, preview, train, generate, evaluate).
+"""``brainsynth``: the chores around the bundles.
+
+Commands: demo, cohort, prepare, preview, train, generate, evaluate, export, package, fetch.
 
 Examples::
 
@@ -10,6 +12,9 @@ Examples::
     brainsynth train med_ddpm_brain_mri --dataset_dir DATA --configs "[train.json]"
     brainsynth generate med_ddpm_brain_mri --masks MASKS/ --num_samples_per_mask 4
     brainsynth evaluate --real DATA/datalist.json --synthetic OUTPUTS/ --metrics diversity,mmd
+    brainsynth export med_ddpm_brain_mri --output model.pt2    # torch.export of models/model.pt
+    brainsynth package cdpm_brain_mri --output_dir dist  # -> dist/cdpm_brain_mri_v0.1.0.zip and its .sha256
+    brainsynth fetch URL --sha256 HEX --bundle_dir bundles_downloaded --run "[inference.json]"
 
 Run ``brainsynth COMMAND --help`` for the options of a command.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,8 @@ from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_im
 from common.engines import checkpoint_iteration, latest_checkpoint
 from common.evaluation import evaluate as evaluate_volumes
 from common.evaluation import metric_table
+from common.export import export_network
+from common.packaging import fetch_bundle, package_bundle
 from common.visualize import save_triplanar_preview
 
 DEMO_WEIGHTS_DIR = BUNDLES_DIR / "med_ddpm_brain_mri" / "models" / "demo"
@@ -163,6 +172,35 @@ def evaluate(
     return results["outputs"]["metrics"]
 
 
+def export(
+    bundle: str,
+    output: str,
+    configs: Sequence[str] | str = ("inference.json",),
+    ckpt_file: str | None = None,
+    max_spatial_size: int | None = None,
+    **overrides,
+) -> str:
+    """Export a trained bundle's network with ``torch.export`` (a ``.pt2`` file with the bundle metadata inside).
+
+    The alternative to ``python -m monai.bundle ckpt_export`` (TorchScript), which these networks do not compile
+    to; load the result with ``torch.export.load(PATH).module()``; the batch dimension is dynamic.
+
+    Args:
+        bundle: bundle name under ``bundles/`` or a bundle folder.
+        output: ``.pt2`` file to write.
+        configs: config files of the bundle merged in order, e.g. ``inference.json,tiny_cpu.json``.
+        ckpt_file: weights to export; default ``<bundle>/models/model.pt``.
+        max_spatial_size: shrink the example inputs of ``metadata.json`` to at most this size per axis (for networks
+            of a smaller config such as ``tiny_cpu.json``).
+        overrides: config values, e.g. ``--spatial_size [32,32,16]``.
+    """
+    path = export_network(
+        bundle, output, _as_list(configs), ckpt_file=ckpt_file, max_spatial_size=max_spatial_size, **overrides
+    )
+    print(f"Exported {path}")
+    return str(path)
+
+
 def _starting_iteration(ckpt_dir: Path, size: int, use_demo_weights: bool) -> int:
     """The iteration training resumes from: the newest checkpoint in ``ckpt_dir``; else, if ``use_demo_weights``,
     the shipped demo checkpoint for ``size``, copied into ``ckpt_dir``; else 0."""
@@ -271,6 +309,42 @@ def demo(
     return summary
 
 
+def package(bundle: str, output_dir: str = "dist", weights_base_url: str | None = None) -> str:
+    """Write a self-contained bundle archive (configs, docs, weights or large_files.yml, and ``common/``).
+
+    Args:
+        bundle: bundle name or folder.
+        output_dir: folder of the archive and its ``.sha256``.
+        weights_base_url: publish the weights separately at this URL (listed in ``large_files.yml``).
+    """
+    packaged = package_bundle(bundle, output_dir, weights_base_url)
+    print(f"{packaged.archive}\nSHA-256 {packaged.sha256}")
+    return str(packaged.archive)
+
+
+def fetch(
+    url: str, sha256: str, bundle_dir: str = "bundles_downloaded", run: Sequence[str] | str | None = None, **overrides
+) -> str:
+    """Download a bundle archive, check its SHA-256, unpack it and optionally run some of its configs.
+
+    Args:
+        url: the archive's URL.
+        sha256: its published SHA-256; a mismatch rejects the archive and leaves nothing behind.
+        bundle_dir: parent folder of the unpacked bundle.
+        run: config files to run afterwards with ``python -m monai.bundle run``, e.g. ``"[inference.json]"``.
+        overrides: config overrides of that run, e.g. ``--num_volumes 2``.
+    """
+    folder = fetch_bundle(url, sha256, bundle_dir)
+    print(f"Unpacked {folder}")
+    if run:
+        files = "[" + ",".join(f"'configs/{name}'" for name in _as_list(run)) + "]"
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
+        for key, value in overrides.items():
+            command += [f"--{key}", str(value)]
+        subprocess.run(command, cwd=folder, check=True)  # in the bundle folder: its own copy of ``common``
+    return str(folder)
+
+
 def main() -> None:
     """Console entry point ``brainsynth``."""
     fire.Fire(
@@ -282,6 +356,9 @@ def main() -> None:
             "train": train,
             "generate": generate,
             "evaluate": evaluate,
+            "export": export,
+            "package": package,
+            "fetch": fetch,
         },
         name="brainsynth",
     )

@@ -5,18 +5,34 @@ from .checkpoint import (
     latest_checkpoint,
     save_atomically,
 )
-from .prepare_batch import ConcatDiffusionPrepareBatch, ConditionOnlyPrepareBatch, SliceDiffusionPrepareBatch
+from .distributed import handlers_for_rank, init_process_group
+from .field_writer import GeneratedFieldWriter
+from .prepare_batch import (
+    ConcatDiffusionPrepareBatch,
+    ConditionOnlyPrepareBatch,
+    LatentDiffusionPrepareBatch,
+    SliceDiffusionPrepareBatch,
+)
+from .registration import DiffuseMorphIteration
+from .vqgan import VQGANIteration, random_depth_slices
 from .writers import GeneratedVolumeWriter, SamplePreviewHandler
 
 __all__ = [
     "CheckpointSaver",
     "ConcatDiffusionPrepareBatch",
     "ConditionOnlyPrepareBatch",
+    "DiffuseMorphIteration",
+    "GeneratedFieldWriter",
     "GeneratedVolumeWriter",
+    "LatentDiffusionPrepareBatch",
     "ResumeFromLatestCheckpoint",
     "checkpoint_iteration",
+    "handlers_for_rank",
+    "init_process_group",
     "SamplePreviewHandler",
     "SliceDiffusionPrepareBatch",
+    "VQGANIteration",
     "latest_checkpoint",
+    "random_depth_slices",
     "save_atomically",
 ]

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch
+from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch, default_prepare_batch
 
+from common.diffusion.latent import VQLatentCodec
 from common.transforms.slice_sets import TARGET
 
 
@@ -49,6 +50,33 @@ class ConditionOnlyPrepareBatch(PrepareBatch):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
         return batchdata[self.condition_key].to(device=device, non_blocking=non_blocking, **kwargs), None
+
+
+class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
+    """``DiffusionPrepareBatch`` on VQ-GAN latents: images are encoded on the fly by a frozen autoencoder.
+
+    For a batch ``{"image": (B, C, X, Y, Z)}`` the engine input is the normalised latents (B, E, X/c, Y/c, Z/c) of
+    ``codec`` (computed without gradients), the loss target is their noise, and the inferer
+    (``monai.inferers.DiffusionInferer``) gets ``noise`` and ``timesteps``.
+
+    Args:
+        codec: the :class:`common.diffusion.VQLatentCodec` of the trained autoencoder, on the engine's device.
+        num_train_timesteps: T of the training schedule.
+    """
+
+    def __init__(self, codec: VQLatentCodec, num_train_timesteps: int) -> None:
+        super().__init__(num_train_timesteps)
+        self.codec = codec
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        return super().__call__({"image": self.codec.encode(images)}, device, non_blocking, **kwargs)
 
 
 class SliceDiffusionPrepareBatch(PrepareBatch):

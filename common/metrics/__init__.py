@@ -1,3 +1,4 @@
+from .deformation import folding_fraction, jacobian_determinant
 from .distribution import (
     FeatureExtractor,
     SliceFeatureExtractor,
@@ -12,6 +13,7 @@ from .distribution import (
 )
 from .memorisation import nearest_neighbours
 from .ms_ssim import diversity_report, ms_ssim, ms_ssim_weights, pairwise_ms_ssim, sample_pairs
+from .ncc import normalised_cross_correlation
 from .paired import paired_metrics
 from .volumes import stack_volumes
 
@@ -22,12 +24,15 @@ __all__ = [
     "diversity_report",
     "extract_features",
     "fid",
+    "folding_fraction",
     "frechet_distance",
+    "jacobian_determinant",
     "load_feature_network",
     "mmd",
     "ms_ssim",
     "ms_ssim_weights",
     "nearest_neighbours",
+    "normalised_cross_correlation",
     "paired_metrics",
     "pairwise_ms_ssim",
     "random_feature_network",

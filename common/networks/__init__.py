@@ -1,12 +1,19 @@
+from .diffusemorph import DiffuseMorph
 from .factorised_unet import FactorisedDiffusionUNet
+from .perceptual import make_perceptual_loss
 from .slice_attention import FactorisedAttention, SliceAttentionBlock, SliceLayout, add_slice_attention
 from .slice_unet import SliceDiffusionUNet
+from .vqgan import RestartingEMAQuantizer, make_vqgan_autoencoder
 
 __all__ = [
+    "DiffuseMorph",
     "FactorisedAttention",
     "FactorisedDiffusionUNet",
+    "RestartingEMAQuantizer",
     "SliceAttentionBlock",
     "SliceDiffusionUNet",
     "SliceLayout",
     "add_slice_attention",
+    "make_perceptual_loss",
+    "make_vqgan_autoencoder",
 ]

@@ -79,7 +79,8 @@ class FactorisedDiffusionUNet(nn.Module):
         self.layout.indices = torch.arange(depth, device=x.device).expand(batch, depth)
         self.layout.valid = torch.ones(batch, depth, dtype=torch.bool, device=x.device)
         try:
-            prediction = self.unet(slices, timesteps.repeat_interleave(depth))
+            # DiffusionInferer.sample passes one timestep (1,) for the whole batch
+            prediction = self.unet(slices, timesteps.expand(batch).repeat_interleave(depth))
         finally:
             self.layout.indices = self.layout.valid = None
         return prediction.unflatten(0, (batch, depth)).permute(0, 2, 3, 4, 1)

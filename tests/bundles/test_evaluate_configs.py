@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, check, run_bundle
 
 
-@pytest.mark.parametrize("bundle", ["med_ddpm_brain_mri", "cdpm_brain_mri"])
+@pytest.mark.parametrize("bundle", ["med_ddpm_brain_mri", "cdpm_brain_mri", "medical_diffusion_brain_mri"])
 def test_evaluate_config_writes_metrics_and_figure(bundle, tiny_cohort, tmp_path):
     synthetic = tmp_path / "outputs"  # the default synthetic folder under the bundle root
     synthetic.mkdir()

@@ -1,0 +1,107 @@
+"""One training iteration of DiffuseMorph (stage 1 of the DiffuseMorph bundle) for a MONAI ``SupervisedTrainer``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
+from monai.networks.blocks import Warp
+from monai.networks.schedulers import Scheduler
+from monai.utils import CommonKeys, convert_to_tensor
+
+
+class DiffuseMorphIteration:
+    """``iteration_update`` of a ``SupervisedTrainer`` training :class:`common.networks.DiffuseMorph`.
+
+    The batch holds subjects ``{image_key: (B, 1, X, Y, Z)}`` in [0, 1] (the fixed images f); the template m is
+    a fixed tensor expanded to the batch. One iteration draws t uniformly in [0, T) and noise e, builds
+    x_t = add_noise(2 f - 1, e, t), runs ``(e_hat, phi) = network(m, f, x_t, t)`` and minimises (paper Eq. 1, 3)::
+
+        loss = engine.loss_function(e_hat, e) + lambda * (LNCC(Warp(m, phi), f) + lambda_smooth * Diffusion(phi))
+
+    where ``engine.loss_function`` is the diffusion loss (``torch.nn.MSELoss``, Eq. 2), LNCC is MONAI's
+    ``LocalNormalizedCrossCorrelationLoss`` (minus the mean squared local NCC, cubic window) and Diffusion is MONAI's
+    ``DiffusionLoss`` (mean squared central-difference gradient of the field, in voxels). Warping is MONAI's
+    ``Warp`` (bilinear, border padding: voxels mapped from outside the template repeat its edge, which is
+    background for a brain template). The output dict holds ``loss`` and ``losses`` (floats of the total and every part,
+    for TensorBoard; run the trainer with ``decollate=False`` so this dict stays whole), the subject as ``image``
+    and the warped template as ``pred``.
+
+    Args:
+        template: moving image (1, X, Y, Z) or (1, 1, X, Y, Z) in [0, 1].
+        scheduler: noise scheduler of the score network's training (paper: linear beta 1e-6 to 1e-2, T = 2000).
+        lambda_: weight of the registration loss (paper: 10).
+        lambda_smooth: weight of the smoothness term inside the registration loss (not given in the paper; the
+            reference code applies its lambda to both terms, i.e. 1 here).
+        kernel_size: LNCC window side in voxels (9 as in VoxelMorph and the reference code).
+        image_key: batch key of the subject.
+    """
+
+    def __init__(
+        self,
+        template: torch.Tensor,
+        scheduler: Scheduler,
+        lambda_: float = 10.0,
+        lambda_smooth: float = 1.0,
+        kernel_size: int = 9,
+        image_key: str = CommonKeys.IMAGE,
+    ) -> None:
+        template = convert_to_tensor(template, dtype=torch.float32, track_meta=False)
+        self.template = template if template.ndim == 5 else template[None]
+        if self.template.ndim != 5 or self.template.shape[:2] != (1, 1):
+            raise ValueError(f"template must be one volume (1, X, Y, Z), got {tuple(torch.as_tensor(template).shape)}")
+        self.scheduler = scheduler
+        self.lambda_, self.lambda_smooth = lambda_, lambda_smooth
+        self.similarity = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=kernel_size)
+        self.smoothness = DiffusionLoss()
+        self.warp = Warp(mode="bilinear", padding_mode="border")
+        self.image_key = image_key
+
+    def losses(
+        self, engine: SupervisedTrainer, fixed: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Total loss, its parts and the warped template (B, 1, X, Y, Z) for subjects ``fixed`` (B, 1, X, Y, Z)."""
+        moving = self.template.to(fixed).expand_as(fixed)
+        noise = torch.randn_like(fixed)
+        timesteps = torch.randint(0, self.scheduler.num_train_timesteps, (fixed.shape[0],), device=fixed.device)
+        noisy = self.scheduler.add_noise(engine.network.to_model_range(fixed), noise, timesteps)
+        noise_prediction, field = engine.network(moving, fixed, noisy, timesteps)
+        warped = self.warp(moving, field.float())
+        parts = {
+            "diffusion_loss": engine.loss_function(noise_prediction.float(), noise),
+            "similarity_loss": self.similarity(warped, fixed),
+            "smoothness_loss": self.smoothness(field.float()),
+        }
+        registration = parts["similarity_loss"] + self.lambda_smooth * parts["smoothness_loss"]
+        return parts["diffusion_loss"] + self.lambda_ * registration, parts, warped
+
+    def __call__(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+        fixed = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking)
+        fixed = fixed.float()
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                loss, parts, warped = self.losses(engine, fixed)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss, parts, warped = self.losses(engine, fixed)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        losses = {"loss": loss.item(), **{name: value.item() for name, value in parts.items()}}
+        return {
+            CommonKeys.IMAGE: fixed,
+            CommonKeys.PRED: warped.detach(),
+            CommonKeys.LOSS: loss.detach(),
+            "losses": losses,
+        }

@@ -1,0 +1,64 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.data import (
+    FIELD_DESCRIPTION,
+    load_field_scale,
+    load_mni152,
+    load_template,
+    save_field,
+    write_fields_datalist,
+)
+
+
+def test_default_template_is_the_mni152_cropped_like_subjects():
+    template = load_template([32, 32, 16])
+    assert template.shape == (3, 32, 32, 16)  # t1, gm, wm
+    mni = load_mni152(32)
+    np.testing.assert_allclose(template[1].numpy(), mni.gm[:, :, 8:24], atol=1e-6)  # centre crop along Z
+    expected = mni.affine.copy()
+    expected[:3, 3] += mni.affine[:3, 2] * 8
+    np.testing.assert_allclose(template.affine.numpy(), expected)
+    assert template[0].min() == 0 and template[0].max() == 1
+
+
+def test_template_file_with_tissue_maps(tmp_path):
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in ("t1", "gm"):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(rng.random((20, 20, 10)).astype(np.float32) * 300, affine), paths[name])
+    template = load_template([16, 16, 8], paths["t1"], gm=paths["gm"])
+    assert template.shape == (2, 16, 16, 8)
+    assert template[0].max() == 1 and template[1].max() <= 1  # T1 scaled, tissue map clipped to [0, 1]
+
+
+def test_missing_or_mismatched_template_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz: template T1 file not found"):
+        load_template([8, 8, 8], tmp_path / "missing.nii.gz")
+    t1, gm = tmp_path / "t1.nii.gz", tmp_path / "gm.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), t1)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.float32), np.eye(4)), gm)
+    with pytest.raises(ValueError, match="gm.nii.gz: grid differs"):
+        load_template([8, 8, 8], t1, gm=gm)
+    with pytest.raises(ValueError, match="need the template T1 file"):
+        load_template([8, 8, 8], wm=gm)
+
+
+def test_fields_round_trip_and_datalist(tmp_path):
+    field = torch.randn(3, 6, 5, 4)
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    path = save_field(field, affine, tmp_path / "fields" / "a_field.nii.gz")
+    image = nib.load(path)
+    assert image.shape == (6, 5, 4, 3) and image.header["descrip"].tobytes().rstrip(b"\0").decode() == FIELD_DESCRIPTION
+    np.testing.assert_allclose(np.moveaxis(image.get_fdata(), -1, 0), field.numpy(), atol=1e-6)
+    datalist = write_fields_datalist([path], 2.5, tmp_path / "fields.json")
+    assert json.loads(datalist.read_text())["training"] == [{"field": "fields/a_field.nii.gz"}]
+    assert load_field_scale(datalist) == 2.5
+    with pytest.raises(FileNotFoundError, match="export fields first"):
+        load_field_scale(tmp_path / "nothing.json")

@@ -1,0 +1,64 @@
+"""One VQ-GAN iteration in a MONAI SupervisedTrainer: generator always, discriminators after adversarial_start."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.engines import SupervisedTrainer
+from monai.networks.nets import PatchDiscriminator
+
+from common.engines import VQGANIteration, random_depth_slices
+from common.networks import make_vqgan_autoencoder
+
+
+def parameters(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+
+def run_trainer(adversarial_start: int, iterations: int = 2) -> dict:
+    """Train a tiny VQ-GAN on 16³ volumes; returns the networks' parameters before/after and the last output."""
+    torch.manual_seed(0)
+    autoencoder = make_vqgan_autoencoder(2, base_channels=4, num_embeddings=16, embedding_dim=4)
+    discriminators = [PatchDiscriminator(dims, channels=4, in_channels=1, num_layers_d=1) for dims in (2, 3)]
+    discriminator_parameters = [p for d in discriminators for p in d.parameters()]
+    iteration = VQGANIteration(
+        *discriminators, torch.optim.Adam(discriminator_parameters, lr=1e-2), adversarial_start=adversarial_start
+    )
+    before = [parameters(m) for m in (autoencoder, *discriminators)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, epoch_length=iterations,
+        train_data_loader=[{"image": torch.rand(2, 1, 16, 16, 8) * 2 - 1}] * iterations,
+        network=autoencoder, optimizer=torch.optim.Adam(autoencoder.parameters(), lr=1e-2),
+        loss_function=torch.nn.L1Loss(), iteration_update=iteration, decollate=False,
+    )  # fmt: skip
+    trainer.run()
+    after = [parameters(m) for m in (autoencoder, *discriminators)]
+    changed = [not torch.equal(b, a) for b, a in zip(before, after, strict=True)]
+    return {"changed": changed, "output": trainer.state.output}
+
+
+def test_before_adversarial_start_only_the_generator_trains():
+    result = run_trainer(adversarial_start=2)
+    assert result["changed"] == [True, False, False]
+    output = result["output"]
+    assert set(output) == {"loss", *VQGANIteration.LOSS_NAMES}
+    assert output["l1"] > 0 and output["commitment"] > 0
+    assert output["adversarial"] == 0 and output["feature_matching"] == 0 and output["discriminator"] == 0
+    assert output["loss"] == pytest.approx((output["l1"] + output["commitment"]).item())
+
+
+def test_after_adversarial_start_both_discriminators_train():
+    result = run_trainer(adversarial_start=1)
+    assert result["changed"] == [True, True, True]
+    output = result["output"]
+    assert output["discriminator"] > 0 and output["feature_matching"] > 0 and output["adversarial"] != 0
+    parts = sum(output[name] for name in VQGANIteration.LOSS_NAMES if name != "discriminator")
+    assert output["loss"] == pytest.approx(parts.item(), rel=1e-5)
+
+
+def test_random_depth_slices_take_one_slice_per_volume():
+    volumes = torch.arange(2 * 3 * 4 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 4, 5)
+    slices = random_depth_slices(volumes, torch.tensor([4, 1]))
+    assert slices.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(slices[0], volumes[0, ..., 4])
+    torch.testing.assert_close(slices[1], volumes[1, ..., 1])
