@@ -36,6 +36,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     parser = ConfigParser()
     parser.read_config([str(folder / "configs" / name) for name in ("inference.json", "tiny_cpu.json")])
     torch.manual_seed(0)
+    (folder / "models").mkdir(exist_ok=True)  # empty folders are not in git
     torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
     (folder / "models" / "checkpoint_8.pt").write_bytes(b"training state, not for release")
     return folder
