@@ -29,6 +29,7 @@ def run_bundle(
     run_id: str = "run",
     time_limit_seconds: float | None = None,
     engine_id: str | None = None,
+    configure_logging: bool = True,
     **overrides: Any,
 ) -> ConfigWorkflow:
     """Initialise and run a bundle workflow; ``configs`` are file names under the bundle's ``configs/``.
@@ -40,6 +41,7 @@ def run_bundle(
         time_limit_seconds: stop the engine ``engine_id`` cleanly after this many seconds (Ignite ``TimeLimit``);
             its checkpoint and exported weights are still written on completion.
         engine_id: config id of the engine to limit, e.g. ``"train#trainer"``.
+        configure_logging: apply the bundle's ``logging.conf``; ``False`` keeps the host's logging (a server).
         overrides: config values to override, e.g. ``dataset_dir="..."``.
     """
     folder = bundle_dir(str(bundle))
@@ -47,7 +49,7 @@ def run_bundle(
     workflow = ConfigWorkflow(
         config_file=[str(folder / "configs" / name) for name in configs],
         meta_file=str(folder / "configs" / "metadata.json"),
-        logging_file=str(folder / "configs" / "logging.conf"),
+        logging_file=str(folder / "configs" / "logging.conf") if configure_logging else False,
         workflow_type=None,
         run_id=run_id,
         **overrides,

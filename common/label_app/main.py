@@ -1,0 +1,58 @@
+"""The MONAI Label app: one inference task per bundle (``monailabel start_server --app <this folder>``).
+
+Options (``--conf KEY VALUE``):
+
+- ``bundles``: comma-separated bundle names under ``bundles/`` or bundle folders; default every bundle of this
+  repository that has a ``configs/inference.json``.
+- ``configs``: comma-separated config files merged into every bundle's inference config, default
+  ``inference.json`` (e.g. ``inference.json,tiny_cpu.json`` for the tiny CPU models of the tests).
+
+Each task is named after its bundle folder: ``POST /infer/med_ddpm_brain_mri`` with the drawn label volume as
+``label`` returns the synthesised MRI; ``POST /infer/cdpm_brain_mri`` (or any unconditional bundle) returns a new
+volume. Bad requests (no label, an unknown channel, a missing file) answer HTTP 400 with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+import common
+from common.bundle_runner import BUNDLES_DIR
+from common.label_app.tasks import BundleSynthesisTask
+
+
+def _conf_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+class BrainSynthApp(MONAILabelApp):
+    """MONAI Label app whose inference tasks are :class:`BundleSynthesisTask` s, one per bundle."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.bundles = _conf_list(conf.get("bundles")) or sorted(
+            str(p) for p in BUNDLES_DIR.glob("*") if (p / "configs" / "inference.json").is_file()
+        )
+        self.configs = _conf_list(conf.get("configs")) or ["inference.json"]
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Brain MRI diffusion bundles",
+            description="Synthesise 3D brain MRI: from a drawn label volume (Med-DDPM) or unconditionally.",
+            version=common.__version__,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        tasks = [BundleSynthesisTask(bundle, self.configs) for bundle in self.bundles]
+        return {task.bundle_root.name: task for task in tasks}
+
+    def infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:
+        """MONAI Label's inference, with the tasks' input errors answered as HTTP 400 that name the problem."""
+        try:
+            return super().infer(request, datastore)
+        except (ValueError, FileNotFoundError) as error:
+            raise HTTPException(status_code=400, detail=f"{request.get('model')}: {error}") from error
