@@ -4,8 +4,12 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 # CPU build of PyTorch: on machines without a GPU this avoids a multi-GB CUDA download.
 TORCH_SPEC ?= torch==2.13.0
+# MONAI Label (optional extra `label`) needs torchvision, so it gets its own environment: torch 2.14.1 and
+# torchvision 0.29.1 are on these machines' disk (a CUDA build, about 6 GB installed, no download).
+LABEL_VENV ?= .venv-label
+LABEL_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint clean
+.PHONY: install install-label demo test lint clean
 
 $(BIN)/brainsynth: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +20,20 @@ $(BIN)/brainsynth: pyproject.toml
 
 install: $(BIN)/brainsynth
 
+$(LABEL_VENV)/bin/brainsynth: pyproject.toml
+	$(PYTHON) -m venv $(LABEL_VENV)
+	$(LABEL_VENV)/bin/pip install --quiet --upgrade pip
+	$(LABEL_VENV)/bin/pip install --quiet $(LABEL_TORCH_SPEC)
+	$(LABEL_VENV)/bin/pip install --quiet -e ".[label]"
+	touch $@
+
+install-label: $(LABEL_VENV)/bin/brainsynth
+
 demo: install
 	$(BIN)/brainsynth demo
 
-test: install
+# tests/label_app starts the MONAI Label server from $(LABEL_VENV).
+test: install install-label
 	$(BIN)/python -m pytest -q
 
 lint: install

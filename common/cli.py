@@ -1,6 +1,6 @@
 """``brainsynth``: the chores around the bundles.
 
-Commands: demo, cohort, prepare, preview, train, generate, evaluate, export, package, fetch.
+Commands: demo, cohort, prepare, preview, train, generate, evaluate, export, package, fetch, label.
 
 Examples::
 
@@ -15,6 +15,7 @@ Examples::
     brainsynth export med_ddpm_brain_mri --output model.pt2    # torch.export of models/model.pt
     brainsynth package cdpm_brain_mri --output_dir dist  # -> dist/cdpm_brain_mri_v0.1.0.zip and its .sha256
     brainsynth fetch URL --sha256 HEX --bundle_dir bundles_downloaded --run "[inference.json]"
+    .venv-label/bin/brainsynth label --studies studies/ --port 8000   # MONAI Label server (make install-label)
 
 Run ``brainsynth COMMAND --help`` for the options of a command.
 """
@@ -40,6 +41,7 @@ from common.engines import checkpoint_iteration, latest_checkpoint
 from common.evaluation import evaluate as evaluate_volumes
 from common.evaluation import metric_table
 from common.export import export_network
+from common.label_app import start_server_command
 from common.packaging import fetch_bundle, package_bundle
 from common.visualize import save_triplanar_preview
 
@@ -178,6 +180,8 @@ def export(
     configs: Sequence[str] | str = ("inference.json",),
     ckpt_file: str | None = None,
     max_spatial_size: int | None = None,
+    net_id: str = "network_def",
+    data_format: str = "network_data_format",
     **overrides,
 ) -> str:
     """Export a trained bundle's network with ``torch.export`` (a ``.pt2`` file with the bundle metadata inside).
@@ -192,10 +196,19 @@ def export(
         ckpt_file: weights to export; default ``<bundle>/models/model.pt``.
         max_spatial_size: shrink the example inputs of ``metadata.json`` to at most this size per axis (for networks
             of a smaller config such as ``tiny_cpu.json``).
+        net_id: config id of the network, e.g. ``autoencoder_def`` for Medical Diffusion's VQ-GAN.
+        data_format: ``metadata.json`` entry describing it, e.g. ``autoencoder_data_format``.
         overrides: config values, e.g. ``--spatial_size [32,32,16]``.
     """
     path = export_network(
-        bundle, output, _as_list(configs), ckpt_file=ckpt_file, max_spatial_size=max_spatial_size, **overrides
+        bundle,
+        output,
+        _as_list(configs),
+        ckpt_file=ckpt_file,
+        max_spatial_size=max_spatial_size,
+        net_id=net_id,
+        data_format=data_format,
+        **overrides,
     )
     print(f"Exported {path}")
     return str(path)
@@ -345,6 +358,29 @@ def fetch(
     return str(folder)
 
 
+def label(
+    studies: str = "studies",
+    bundles: Sequence[str] | str | None = None,
+    configs: Sequence[str] | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Serve the bundles to MONAI Label viewers (3D Slicer, OHIF); needs the ``label`` extra (``make install-label``).
+
+    Med-DDPM's task turns the label volume drawn in the viewer into an MRI; the other bundles' tasks return a new
+    volume. See ``common/label_app/main.py``.
+
+    Args:
+        studies: MONAI Label's datastore folder (created if missing; may stay empty).
+        bundles: bundle names or folders, e.g. ``med_ddpm_brain_mri,cdpm_brain_mri``; default every bundle.
+        configs: config files of each bundle's inference, default ``inference.json``.
+        host / port: where the server listens; ``0.0.0.0`` to accept other machines.
+    """
+    Path(studies).mkdir(parents=True, exist_ok=True)
+    command = start_server_command(studies, _as_list(bundles or []), _as_list(configs or []), host, port)
+    subprocess.run(command, check=True)
+
+
 def main() -> None:
     """Console entry point ``brainsynth``."""
     fire.Fire(
@@ -359,6 +395,7 @@ def main() -> None:
             "export": export,
             "package": package,
             "fetch": fetch,
+            "label": label,
         },
         name="brainsynth",
     )

@@ -1,17 +1,26 @@
 """Example inputs from a bundle's ``network_data_format`` and export of its network with ``torch.export``.
 
-``python -m monai.bundle ckpt_export`` writes TorchScript, which neither network of these bundles compiles to:
+``python -m monai.bundle ckpt_export`` writes TorchScript, which no network of these bundles compiles to:
 MONAI's ``DiffusionModelUNet`` fails ``torch.jit.script`` in its ``SpatialAttentionBlock`` (``x.reshape(*shape[:2],
--1)``: TorchScript cannot infer the list size), cDPM's ``SliceDiffusionUNet`` wraps that U-Net and also shares the
-slice positions with its attention blocks through a mutable ``SliceLayout`` set in a ``try``/``finally``; and
-``ckpt_export --use_trace`` feeds a single random tensor, while both networks take several inputs (image,
-timesteps, slice positions). ``torch.export`` traces the Python code as it runs, so it handles both: the exported
+-1)``: TorchScript cannot infer the list size; DiffuseMorph's score network has that block in its middle even without
+attention levels), cDPM's ``SliceDiffusionUNet`` wraps that U-Net and also shares the slice positions with its
+attention blocks through a mutable ``SliceLayout`` set in a ``try``/``finally``, as does the ``FactorisedDiffusionUNet``
+of Medical Diffusion and of DiffuseMorph's field DDPM (TorchScript has no ``try``), and the VQ-GAN's
+``RestartingEMAQuantizer`` calls a ``torch.no_grad``-decorated method that TorchScript cannot resolve. Besides,
+``ckpt_export --use_trace`` feeds a single random tensor, while most networks take several inputs (image, timesteps,
+slice positions). ``torch.export`` traces the Python code as it runs, so it handles all of them: the exported
 program (``.pt2``) carries the bundle's metadata and configs as extra files, and its batch dimension is dynamic.
 
-Tensor layouts: an entry of ``network_data_format`` may give ``"layout"``, the axes of the whole tensor in order,
-e.g. ``"B K C X Y"`` for cDPM's slice sets or ``"B"`` for one timestep per sample. ``B`` is the batch, ``C`` has
-``num_channels`` entries and every other axis takes the next size of ``spatial_shape``. Without ``"layout"`` the
-MONAI convention ``(B, C, *spatial_shape)`` applies.
+Several networks: ``network_data_format`` describes the bundle's main network (config id ``network_def``); each
+further network has its own top-level ``<name>_data_format`` entry, the MONAI schema's convention for several
+networks (e.g. ``autoencoder_data_format`` for Medical Diffusion's VQ-GAN ``autoencoder_def``,
+``registration_data_format`` for DiffuseMorph's ``network_def`` of ``train_registration.json``); pass it as
+``data_format`` to :func:`export_network`. Outputs are listed in the order the network returns them.
+
+Tensor layouts: an entry of a data format may give ``"layout"``, the axes of the whole tensor in order,
+e.g. ``"B K C X Y"`` for cDPM's slice sets, ``"B"`` for one timestep per sample or ``""`` for a 0-d tensor (a loss).
+``B`` is the batch, ``C`` has ``num_channels`` entries and every other axis takes the next size of
+``spatial_shape``. Without ``"layout"`` the MONAI convention ``(B, C, *spatial_shape)`` applies.
 """
 
 from __future__ import annotations
@@ -30,15 +39,16 @@ from common.bundle_runner import bundle_dir
 
 
 def tensor_layout(spec: Mapping[str, Any]) -> list[str]:
-    """Axis names of a ``network_data_format`` tensor entry, e.g. ``["B", "C", "X", "Y", "Z"]``."""
+    """Axis names of a ``network_data_format`` tensor entry, e.g. ``["B", "C", "X", "Y", "Z"]`` (``[]``: 0-d)."""
     layout = spec.get("layout")
     if layout is None:
         return ["B", "C"] + [f"S{i}" for i in range(len(spec["spatial_shape"]))]
     axes = layout.split()
     spatial_axes = [axis for axis in axes if axis not in ("B", "C")]
-    if axes.count("B") != 1 or axes.count("C") > 1 or len(spatial_axes) != len(spec["spatial_shape"]):
+    batch_ok = axes.count("B") == 1 or not axes  # "" is a 0-d tensor
+    if not batch_ok or axes.count("C") > 1 or len(spatial_axes) != len(spec["spatial_shape"]):
         raise ValueError(
-            f"layout {layout!r} does not match spatial_shape {spec['spatial_shape']} (one B, at most one C)"
+            f"layout {layout!r} does not match spatial_shape {spec['spatial_shape']} (one B, at most one C, or none)"
         )
     return axes
 
@@ -124,12 +134,13 @@ def export_network(
     ckpt_file: str | Path | None = None,
     max_spatial_size: int | None = None,
     net_id: str = "network_def",
+    data_format: str = "network_data_format",
     **overrides: Any,
 ) -> Path:
     """Export a bundle's network with ``torch.export`` to ``output`` (``.pt2``), batch dimension dynamic.
 
-    The example inputs come from the bundle's ``metadata.json`` ``network_data_format``; the exported program's
-    other shapes are those. Load it with ``torch.export.load(output).module()``.
+    The example inputs come from the ``data_format`` entry of the bundle's ``metadata.json``; the exported
+    program's other shapes are those. Load it with ``torch.export.load(output).module()``.
 
     Args:
         bundle: bundle name or folder.
@@ -138,6 +149,7 @@ def export_network(
         ckpt_file: weights (a state dict, e.g. ``models/model.pt``); default ``<bundle>/models/model.pt``.
         max_spatial_size: shrink the metadata's spatial sizes to at most this, e.g. for tiny-config networks.
         net_id: config id of the network.
+        data_format: metadata entry describing that network: ``network_data_format`` or ``<name>_data_format``.
         overrides: config values, e.g. ``spatial_size=[32, 32, 16]``.
     """
     folder = bundle_dir(str(bundle))
@@ -149,7 +161,7 @@ def export_network(
         raise ValueError(f"{output}: the export would overwrite its input weights")
     network, parser = load_network(folder, configs, ckpt_file, net_id, **overrides)
     # a batch of 2, not 1: export would specialise a dynamic dimension whose example size is 1
-    inputs = example_inputs(parser["_meta_"]["network_data_format"], batch_size=2, max_spatial_size=max_spatial_size)
+    inputs = example_inputs(parser["_meta_"][data_format], batch_size=2, max_spatial_size=max_spatial_size)
     dynamic = tuple({0: torch.export.Dim.AUTO} for _ in inputs)
     with torch.no_grad():
         program = torch.export.export(network, inputs, dynamic_shapes=dynamic)

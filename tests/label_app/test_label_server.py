@@ -26,6 +26,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from common.data import build_demo_cohort, load_datalist
+from common.label_app import start_server_command
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_PYTHON = Path(os.environ.get("BRAINSYNTH_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
@@ -110,14 +111,10 @@ def server(tmp_path_factory):
             pytest.fail(message)
         pytest.skip(message)
     root = tmp_path_factory.mktemp("label")
-    bundles = ",".join(str(untrained_bundle(name, root / "bundles")) for name in SERVED)
-    (root / "studies").mkdir()
+    studies, bundles = root / "studies", [untrained_bundle(name, root / "bundles") for name in SERVED]
+    studies.mkdir()
     port = free_port()
-    command = [
-        str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(REPO / "common" / "label_app"),
-        "--studies", str(root / "studies"), "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "bundles", bundles, "--conf", "configs", ",".join(TINY_CONFIGS),
-    ]  # fmt: skip
+    command = start_server_command(studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON)
     log = (root / "server.log").open("w")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
