@@ -15,7 +15,7 @@ Examples::
     brainsynth export med_ddpm_brain_mri --output model.pt2    # torch.export of models/model.pt
     brainsynth package cdpm_brain_mri --output_dir dist  # -> dist/cdpm_brain_mri_v0.1.0.zip and its .sha256
     brainsynth fetch URL --sha256 HEX --bundle_dir bundles_downloaded --run "[inference.json]"
-    .venv-label/bin/brainsynth label --studies studies/ --port 8000   # MONAI Label server (make install-label)
+    .venv-label/bin/brainsynth label --studies studies --port 8000   # MONAI Label server (make install-label)
 
 Run ``brainsynth COMMAND --help`` for the options of a command.
 """
@@ -41,7 +41,7 @@ from common.engines import checkpoint_iteration, latest_checkpoint
 from common.evaluation import evaluate as evaluate_volumes
 from common.evaluation import metric_table
 from common.export import export_network
-from common.label_app import start_server_command
+from common.label_app import start_server_command, write_app_dir
 from common.packaging import fetch_bundle, package_bundle
 from common.visualize import save_triplanar_preview
 
@@ -360,6 +360,7 @@ def fetch(
 
 def label(
     studies: str = "studies",
+    app_dir: str = "label_app",
     bundles: Sequence[str] | str | None = None,
     configs: Sequence[str] | str | None = None,
     host: str = "127.0.0.1",
@@ -372,12 +373,14 @@ def label(
 
     Args:
         studies: MONAI Label's datastore folder (created if missing; may stay empty).
+        app_dir: the app folder (created): its ``main.py`` and MONAI Label's logs.
         bundles: bundle names or folders, e.g. ``med_ddpm_brain_mri,cdpm_brain_mri``; default every bundle.
         configs: config files of each bundle's inference, default ``inference.json``.
         host / port: where the server listens; ``0.0.0.0`` to accept other machines.
     """
     Path(studies).mkdir(parents=True, exist_ok=True)
-    command = start_server_command(studies, _as_list(bundles or []), _as_list(configs or []), host, port)
+    app = write_app_dir(app_dir)
+    command = start_server_command(app, studies, _as_list(bundles or []), _as_list(configs or []), host, port)
     subprocess.run(command, check=True)
 
 

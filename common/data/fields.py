@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-__all__ = ["FIELD_DESCRIPTION", "load_field_scale", "save_field", "write_fields_datalist"]
+__all__ = ["FIELD_DESCRIPTION", "load_field_scale", "record_field_scale", "save_field", "write_fields_datalist"]
 
 FIELD_DESCRIPTION = "displacement in voxels, components X Y Z"
 """NIfTI header description of every field written by the bundles (at most 80 characters)."""
@@ -57,9 +58,26 @@ def load_field_scale(datalist: str | Path) -> float:
     datalist = Path(datalist)
     if not datalist.is_file():
         raise FileNotFoundError(
-            f"{datalist}: fields datalist not found; export fields first (configs/export_fields.json)"
+            f"{datalist}: field scale not found; it is written by configs/export_fields.json (the fields datalist)"
+            " and recorded in models/field_scale.json by configs/train_diffusion.json"
         )
     scale = json.loads(datalist.read_text()).get("field_scale")
     if not isinstance(scale, (int, float)) or scale <= 0:
         raise ValueError(f"{datalist}: needs a positive 'field_scale' (voxels), got {scale!r}")
     return float(scale)
+
+
+def record_field_scale(datalist: str | Path, path: str | Path) -> float:
+    """The ``field_scale`` of a fields datalist, also written to ``path`` (``{"field_scale", "unit"}``).
+
+    Training records it next to the weights (``models/field_scale.json``) so that inference, and a packaged bundle,
+    need the weights folder only, not the exported fields. Written through a temporary file and ``os.replace``, so
+    processes of a multi-GPU run may all write it.
+    """
+    scale = load_field_scale(datalist)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({"field_scale": scale, "unit": "voxel"}, indent=2) + "\n")
+    os.replace(partial, path)
+    return scale

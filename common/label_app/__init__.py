@@ -1,7 +1,9 @@
 """MONAI Label app serving the synthesis bundles (optional extra ``label``: ``pip install -e .[label]``).
 
-:data:`APP_DIR` is the app folder that ``monailabel start_server --app`` takes, and :func:`start_server_command`
-the whole command (``brainsynth label`` runs it). Nothing here imports MONAI Label, and ``common`` does not import
+MONAI Label runs an app *folder* and writes its logs and working folders (``logs/``, ``model/``, ...) into it, so
+the app is not served from this package: :func:`write_app_dir` makes a working folder whose ``main.py`` imports
+:class:`common.label_app.main.BrainSynthApp`, and :func:`start_server_command` is the ``monailabel start_server``
+command for it (``brainsynth label`` runs both). Nothing here imports MONAI Label, and ``common`` does not import
 this package, so the bundles run without MONAI Label installed.
 """
 
@@ -12,10 +14,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-APP_DIR = Path(__file__).resolve().parent
+APP_MAIN = '''"""MONAI Label app folder of the brain MRI diffusion bundles (written by ``brainsynth label``)."""
+
+from common.label_app.main import BrainSynthApp  # noqa: F401  (MONAI Label looks for the MONAILabelApp here)
+'''
+
+
+def write_app_dir(folder: str | Path) -> Path:
+    """Create (or refresh) the app folder ``folder`` with its ``main.py``; MONAI Label writes its logs there too."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(APP_MAIN)
+    return folder
 
 
 def start_server_command(
+    app_dir: str | Path,
     studies: str | Path,
     bundles: Sequence[str | Path] = (),
     configs: Sequence[str] = (),
@@ -23,9 +37,10 @@ def start_server_command(
     port: int = 8000,
     python: str | Path | None = None,
 ) -> list[str]:
-    """``python -m monailabel.main start_server`` with this app and its options (see :mod:`common.label_app.main`).
+    """``python -m monailabel.main start_server`` with the app and its options (see :mod:`common.label_app.main`).
 
     Args:
+        app_dir: the app folder written by :func:`write_app_dir`.
         studies: MONAI Label's datastore folder (the images a viewer lists; may be empty).
         bundles: bundle names under ``bundles/`` or bundle folders; default every bundle of this repository.
         configs: config files merged into each bundle's inference, default ``inference.json``.
@@ -42,7 +57,7 @@ def start_server_command(
                 "(or `pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .[label]`)"
             )
         python = sys.executable
-    command = [str(python), "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies)]
+    command = [str(python), "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies)]
     command += ["--host", host, "--port", str(port)]
     if bundles:
         command += ["--conf", "bundles", ",".join(str(bundle) for bundle in bundles)]
@@ -51,4 +66,4 @@ def start_server_command(
     return command
 
 
-__all__ = ["APP_DIR", "start_server_command"]
+__all__ = ["write_app_dir", "start_server_command"]

@@ -1,4 +1,4 @@
-"""The MONAI Label app: one inference task per bundle (``monailabel start_server --app <this folder>``).
+"""The MONAI Label app: one inference task per bundle (served from a folder made by ``write_app_dir``).
 
 Options (``--conf KEY VALUE``):
 

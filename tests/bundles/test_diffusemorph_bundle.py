@@ -137,6 +137,8 @@ def test_inference_writes_t1_and_tissue_maps_fields_and_folding(pipeline, tmp_pa
     field = nib.load(folding["fields"][0]["field"])
     assert field.shape == (*SHAPE, 3)
     scale = json.loads((pipeline["root"] / "outputs" / "registration" / "fields.json").read_text())["field_scale"]
+    recorded = json.loads((pipeline["root"] / "models" / "field_scale.json").read_text())
+    assert recorded == {"field_scale": scale, "unit": "voxel"}, "training records the scale inference reads"
     assert np.abs(field.get_fdata()).max() <= scale * (1 + 1e-5)  # samples clipped to [-1, 1] times the scale
 
 

@@ -10,6 +10,7 @@ from common.data import (
     load_field_scale,
     load_mni152,
     load_template,
+    record_field_scale,
     save_field,
     write_fields_datalist,
 )
@@ -60,5 +61,10 @@ def test_fields_round_trip_and_datalist(tmp_path):
     datalist = write_fields_datalist([path], 2.5, tmp_path / "fields.json")
     assert json.loads(datalist.read_text())["training"] == [{"field": "fields/a_field.nii.gz"}]
     assert load_field_scale(datalist) == 2.5
-    with pytest.raises(FileNotFoundError, match="export fields first"):
+    with pytest.raises(FileNotFoundError, match="nothing.json: field scale not found"):
         load_field_scale(tmp_path / "nothing.json")
+
+    recorded = tmp_path / "models" / "field_scale.json"
+    assert record_field_scale(datalist, recorded) == 2.5
+    assert json.loads(recorded.read_text()) == {"field_scale": 2.5, "unit": "voxel"}
+    assert load_field_scale(recorded) == 2.5 and not list(recorded.parent.glob("*.tmp"))

@@ -26,7 +26,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from common.data import build_demo_cohort, load_datalist
-from common.label_app import start_server_command
+from common.label_app import start_server_command, write_app_dir
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_PYTHON = Path(os.environ.get("BRAINSYNTH_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
@@ -45,7 +45,7 @@ def untrained_bundle(name: str, root: Path) -> Path:
     """A copy of bundle ``name``'s configs under ``root`` with what its tiny inference loads, untrained.
 
     That is the diffusion network's initial weights (``models/model.pt``), and the VQ-GAN's
-    (``models/autoencoder.pt``) and the fields' scale (``fields.json``) for the bundles that have them.
+    (``models/autoencoder.pt``) and the fields' scale (``models/field_scale.json``) for the bundles that have them.
     """
     folder = root / name
     shutil.copytree(REPO / "bundles" / name / "configs", folder / "configs")
@@ -59,10 +59,8 @@ def untrained_bundle(name: str, root: Path) -> Path:
         torch.save(
             parser.get_parsed_content("autoencoder_def").state_dict(), parser.get_parsed_content("autoencoder_path")
         )
-    if "fields" in parser:
-        fields = Path(parser.get_parsed_content("fields"))
-        fields.parent.mkdir(parents=True)
-        fields.write_text(json.dumps({"field_scale": 2.0}))
+    if "field_scale_file" in parser:
+        Path(parser.get_parsed_content("field_scale_file")).write_text(json.dumps({"field_scale": 2.0}))
     return folder
 
 
@@ -114,7 +112,8 @@ def server(tmp_path_factory):
     studies, bundles = root / "studies", [untrained_bundle(name, root / "bundles") for name in SERVED]
     studies.mkdir()
     port = free_port()
-    command = start_server_command(studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON)
+    app = write_app_dir(root / "app")
+    command = start_server_command(app, studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON)
     log = (root / "server.log").open("w")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
