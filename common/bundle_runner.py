@@ -1,14 +1,16 @@
-"""Run a bundle config from Python the way ``python -m monai.bundle run`` does, with optional extra handlers."""
+"""Run a bundle config from Python the way ``python -m monai.bundle run`` does; untrained weights for smoke tests."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Events
 from ignite.handlers import TimeLimit
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
 
@@ -63,3 +65,46 @@ def run_bundle(
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
+    """Write every file a bundle's inference loads, from freshly initialised networks; the files written.
+
+    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training:
+    ``network_def`` goes to each ``CheckpointLoader``'s ``load_path`` (``models/model.pt``), ``autoencoder_def``
+    to ``autoencoder_path`` (Medical Diffusion's VQ-GAN) and a field scale of 1 voxel to ``field_scale_file``
+    (DiffuseMorph). Existing files are not replaced.
+
+    Args:
+        bundle: bundle name under ``bundles/`` or bundle folder.
+        configs: inference config files under its ``configs/``, e.g. ``["inference.json", "tiny_cpu.json"]``.
+        seed: seed of the initial weights.
+
+    Raises:
+        FileExistsError: naming a file that is already there.
+    """
+    folder = bundle_dir(str(bundle))
+    parser = ConfigParser()
+    parser.read_config([str(folder / "configs" / name) for name in configs])
+    parser["bundle_root"] = str(folder)
+    torch.manual_seed(seed)
+    contents: dict[Path, Any] = {}
+    for index, handler in enumerate(parser.get("handlers", [])):
+        if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
+            path = Path(parser.get_parsed_content(f"handlers#{index}#load_path"))
+            contents[path] = parser.get_parsed_content("network_def").state_dict()
+    if "autoencoder_def" in parser:
+        autoencoder = parser.get_parsed_content("autoencoder_def")
+        contents[Path(parser.get_parsed_content("autoencoder_path"))] = autoencoder.state_dict()
+    if "field_scale_file" in parser:
+        contents[Path(parser.get_parsed_content("field_scale_file"))] = {"field_scale": 1.0, "unit": "voxel"}
+    for path in contents:
+        if path.exists():
+            raise FileExistsError(f"{path}: already exists; untrained weights are written only where none are")
+    for path, content in contents.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(content))
+        else:
+            torch.save(content, path)
+    return list(contents)

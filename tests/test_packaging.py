@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import http.server
 import json
 import os
@@ -16,29 +17,33 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import torch
-from monai.bundle import ConfigParser
 from packaging.requirements import Requirement
 
+from common.bundle_runner import write_untrained_weights
+from common.data import build_demo_cohort, load_datalist
 from common.packaging import fetch_bundle, package_bundle, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "cdpm_brain_mri"
 #: Inference on tiny random weights: 2 DDIM steps per stage.
 TINY_INFERENCE = {"num_volumes": 1, "batch_size": 1, "num_inference_steps": 2, "seed": 0}
+TINY_CONFIGS = ["inference.json", "tiny_cpu.json"]
+ALL_BUNDLES = ["cdpm_brain_mri", "med_ddpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A copy of the cDPM bundle whose ``models/model.pt`` holds a tiny (tiny_cpu.json) network."""
-    folder = tmp_path_factory.mktemp("source") / BUNDLE
-    shutil.copytree(REPO / "bundles" / BUNDLE, folder)
-    parser = ConfigParser()
-    parser.read_config([str(folder / "configs" / name) for name in ("inference.json", "tiny_cpu.json")])
-    torch.manual_seed(0)
-    (folder / "models").mkdir(exist_ok=True)  # empty folders are not in git
-    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
+    folder = untrained_copy(BUNDLE, tmp_path_factory.mktemp("source"))
     (folder / "models" / "checkpoint_8.pt").write_bytes(b"training state, not for release")
+    return folder
+
+
+def untrained_copy(bundle: str, root: Path) -> Path:
+    """A copy of bundle ``bundle`` under ``root`` with the tiny (tiny_cpu.json) untrained networks as weights."""
+    folder = root / bundle
+    shutil.copytree(REPO / "bundles" / bundle, folder, ignore=shutil.ignore_patterns("models"))
+    write_untrained_weights(folder, TINY_CONFIGS)
     return folder
 
 
@@ -67,13 +72,16 @@ def published(tiny_bundle, server) -> dict:
 def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
     """A virtual environment that sees only the distributions ``metadata.json`` lists, and their dependencies.
 
+    Optional packages join where this environment has them.
+
     Nothing is downloaded: the distributions of this environment are linked into a folder that the new
     environment's ``site-packages`` points to. This repository's own package is not listed, so ``common`` must
     come from the archive.
     """
     meta = json.loads((bundle_folder / "configs" / "metadata.json").read_text())
     wanted = ["monai", "torch", "numpy", *meta.get("required_packages_version", {})]
-    wanted += list(meta.get("optional_packages_version", {}))
+    # optional packages (e.g. lpips for training's perceptual loss) where this environment has them
+    wanted += [name for name in meta.get("optional_packages_version", {}) if importlib.util.find_spec(name)]
     closure: dict[str, metadata.Distribution] = {}
     while wanted:
         name = re.sub(r"[-_.]+", "-", wanted.pop()).lower()
@@ -101,10 +109,10 @@ def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
     return python
 
 
-def run_inference(python: Path, folder: Path, output_dir: Path) -> subprocess.CompletedProcess:
+def run_inference(python: Path, folder: Path, output_dir: Path, **overrides) -> subprocess.CompletedProcess:
     files = "['configs/inference.json','configs/tiny_cpu.json']"
     command = [str(python), "-m", "monai.bundle", "run", "--config_file", files, "--output_dir", str(output_dir)]
-    for key, value in TINY_INFERENCE.items():
+    for key, value in {**TINY_INFERENCE, **overrides}.items():
         command += [f"--{key}", str(value)]
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, env={**env, "PYTHONWARNINGS": "ignore"})
@@ -145,6 +153,22 @@ def test_monai_bundle_download_then_run_with_only_the_listed_packages(published,
     result = run_inference(python, folder, output_dir)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (output_dir / "cdpm_sample00_t1.nii.gz").is_file() and (output_dir / "preview.png").is_file()
+
+
+@pytest.mark.parametrize("bundle", ALL_BUNDLES)
+def test_every_bundle_archive_runs_with_only_the_listed_packages(bundle, tmp_path):
+    packaged = package_bundle(untrained_copy(bundle, tmp_path / "source"), tmp_path / "dist")
+    with zipfile.ZipFile(packaged.archive) as archive:
+        archive.extractall(tmp_path / "unpacked")
+    folder = tmp_path / "unpacked" / bundle
+    overrides = {}
+    if bundle == "med_ddpm_brain_mri":  # generates from a mask
+        cohort = build_demo_cohort(tmp_path / "cohort", num_subjects=1, size=32, seed=0, tumour_fraction=1)
+        overrides["masks"] = load_datalist(cohort / "datalist.json")[0]["label"]
+    result = run_inference(only_listed_packages_env(tmp_path, folder), folder, tmp_path / "generated", **overrides)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (record,) = json.loads((tmp_path / "generated" / "outputs.json").read_text())
+    assert Path(record["preview"]).is_file()
 
 
 def test_cli_fetch_checks_sha256_unpacks_and_runs(published, tmp_path):

@@ -22,9 +22,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from monai.bundle import ConfigParser
 
+from common.bundle_runner import write_untrained_weights
 from common.data import build_demo_cohort, load_datalist
 from common.label_app import start_server_command, write_app_dir
 
@@ -42,25 +42,10 @@ def free_port() -> int:
 
 
 def untrained_bundle(name: str, root: Path) -> Path:
-    """A copy of bundle ``name``'s configs under ``root`` with what its tiny inference loads, untrained.
-
-    That is the diffusion network's initial weights (``models/model.pt``), and the VQ-GAN's
-    (``models/autoencoder.pt``) and the fields' scale (``models/field_scale.json``) for the bundles that have them.
-    """
+    """A copy of bundle ``name``'s configs under ``root`` with what its tiny inference loads, untrained."""
     folder = root / name
     shutil.copytree(REPO / "bundles" / name / "configs", folder / "configs")
-    parser = ConfigParser()
-    parser.read_config([str(folder / "configs" / config) for config in TINY_CONFIGS])
-    parser["bundle_root"] = str(folder)
-    (folder / "models").mkdir()
-    torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
-    if "autoencoder_def" in parser:
-        torch.save(
-            parser.get_parsed_content("autoencoder_def").state_dict(), parser.get_parsed_content("autoencoder_path")
-        )
-    if "field_scale_file" in parser:
-        Path(parser.get_parsed_content("field_scale_file")).write_text(json.dumps({"field_scale": 2.0}))
+    write_untrained_weights(folder, TINY_CONFIGS)
     return folder
 
 
