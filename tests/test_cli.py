@@ -49,5 +49,6 @@ def test_console_script_help_lists_commands():
         env={"PAGER": "cat", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0
-    for command in ("demo", "cohort", "prepare", "preview", "train", "generate", "evaluate"):
+    commands = ("demo", "cohort", "prepare", "preview", "train", "generate", "evaluate", "export", "package", "fetch")
+    for command in commands:
         assert f"     {command}\n" in result.stdout + result.stderr  # fire writes help to stderr without a TTY

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -69,19 +68,28 @@ def published(tiny_bundle, server) -> dict:
     return {"archive": packaged.archive, "sha256": packaged.sha256, "url": f"{base_url}/{packaged.archive.name}"}
 
 
+def installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
     """A virtual environment that sees only the distributions ``metadata.json`` lists, and their dependencies.
 
-    Optional packages join where this environment has them.
+    A listed package this environment lacks is left out: Medical Diffusion lists lpips and torchvision for its
+    VQ-GAN training's perceptual loss, and its inference must run without them.
 
     Nothing is downloaded: the distributions of this environment are linked into a folder that the new
     environment's ``site-packages`` points to. This repository's own package is not listed, so ``common`` must
     come from the archive.
     """
     meta = json.loads((bundle_folder / "configs" / "metadata.json").read_text())
-    wanted = ["monai", "torch", "numpy", *meta.get("required_packages_version", {})]
-    # optional packages (e.g. lpips for training's perceptual loss) where this environment has them
-    wanted += [name for name in meta.get("optional_packages_version", {}) if importlib.util.find_spec(name)]
+    listed = ["monai", "torch", "numpy", *meta.get("required_packages_version", {})]
+    listed += list(meta.get("optional_packages_version", {}))
+    wanted = [name for name in listed if installed(name)]
     closure: dict[str, metadata.Distribution] = {}
     while wanted:
         name = re.sub(r"[-_.]+", "-", wanted.pop()).lower()

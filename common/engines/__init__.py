@@ -4,8 +4,9 @@ from .checkpoint import (
     checkpoint_iteration,
     latest_checkpoint,
     save_atomically,
+    unwrap,
 )
-from .distributed import handlers_for_rank, init_process_group
+from .distributed import handlers_for_rank, init_process_group, local_device, wrap_ddp
 from .field_writer import GeneratedFieldWriter
 from .prepare_batch import (
     ConcatDiffusionPrepareBatch,
@@ -29,10 +30,13 @@ __all__ = [
     "checkpoint_iteration",
     "handlers_for_rank",
     "init_process_group",
+    "local_device",
     "SamplePreviewHandler",
     "SliceDiffusionPrepareBatch",
     "VQGANIteration",
     "latest_checkpoint",
     "random_depth_slices",
     "save_atomically",
+    "unwrap",
+    "wrap_ddp",
 ]

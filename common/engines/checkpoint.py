@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,17 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def unwrap(obj: Any) -> Any:
+    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper; other objects as they are.
+
+    Checkpoints and exported weights then hold the same keys (no ``module.`` prefix) whether or not the run was
+    distributed, as ignite's ``Checkpoint`` does; ``Checkpoint.load_objects`` unwraps when loading.
+    """
+    return obj.module if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else obj
+
+
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: obj.state_dict() for name, obj in objects.items()}
+    return {name: unwrap(obj).state_dict() for name, obj in objects.items()}
 
 
 class CheckpointSaver:
@@ -78,12 +88,14 @@ class CheckpointSaver:
     Args:
         ckpt_dir: folder of ``checkpoint_<iteration>.pt`` files.
         save_dict: objects with ``state_dict()`` to save, e.g. ``{"network": ..., "ema": ..., "optimizer": ...,
-            "lr_scheduler": ...}``. The engine the handler is attached to is added as ``"trainer"`` (its state
-            holds the iteration count), so configs need not reference the trainer from its own handlers.
+            "lr_scheduler": ...}``; networks wrapped in ``DistributedDataParallel`` are saved unwrapped. The engine
+            the handler is attached to is added as ``"trainer"`` (its state holds the iteration count), so configs
+            need not reference the trainer from its own handlers.
         save_interval: iterations between checkpoints.
         keep_last: how many checkpoints to keep (older ones are deleted after a new one is written).
         final_model: optional ``{"path": ..., "model": module}``: at the end of training the module's weights alone
-            (e.g. the EMA network) are written to ``path`` (the bundle's ``models/model.pt``) for inference.
+            (e.g. the EMA network, unwrapped from ``DistributedDataParallel``) are written to ``path`` (the bundle's
+            ``models/model.pt``) for inference.
     """
 
     def __init__(
@@ -121,7 +133,7 @@ class CheckpointSaver:
             old.unlink(missing_ok=True)
 
     def export_model(self, engine: Engine) -> None:
-        path = save_atomically(self.final_model["model"].state_dict(), self.final_model["path"])
+        path = save_atomically(unwrap(self.final_model["model"]).state_dict(), self.final_model["path"])
         logger.info(f"wrote model weights {path}")
 
 

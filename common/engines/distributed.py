@@ -1,7 +1,8 @@
-"""Helpers of ``multi_gpu_train.json``: process-group set-up and the handlers each process attaches."""
+"""Helpers of ``multi_gpu_train.json``: process-group set-up, DDP wrapping and the handlers each process attaches."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,20 +10,29 @@ import torch
 import torch.distributed as dist
 from ignite.handlers import ProgressBar
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from common.engines.checkpoint import CheckpointSaver
+from common.engines.field_writer import GeneratedFieldWriter
 from common.engines.writers import GeneratedVolumeWriter, SamplePreviewHandler
 
 #: Handlers that write files or print progress: attached by process 0 only, so checkpoints, TensorBoard events,
-#: previews and progress bars appear once.
+#: previews, generated volumes and fields, and progress bars appear once.
 RANK_ZERO_ONLY = (
     CheckpointSaver,
     SamplePreviewHandler,
     GeneratedVolumeWriter,
+    GeneratedFieldWriter,
     TensorBoardStatsHandler,
     StatsHandler,
     ProgressBar,
 )
+
+
+def local_device() -> torch.device:
+    """The device of this ``torchrun`` process: ``cuda:<LOCAL_RANK>`` where CUDA is available, else the CPU."""
+    return torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu")
 
 
 def init_process_group(device: torch.device) -> None:
@@ -31,6 +41,19 @@ def init_process_group(device: torch.device) -> None:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``module`` on ``device`` wrapped in ``DistributedDataParallel`` (one device per process; CPU: gloo).
+
+    Every trained module of a multi-process run goes through this (for the VQ-GAN: the autoencoder and both
+    discriminators): ``backward`` averages the gradients over the processes, so all processes keep identical
+    weights, and each forward pass first broadcasts process 0's buffers (batch-norm statistics). The VQ-GAN's EMA
+    codebook is averaged over the processes by its quantizer (``ddp_sync``). Checkpoints unwrap the module
+    (:func:`common.engines.checkpoint.unwrap`).
+    """
+    module = module.to(device)
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
 def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:

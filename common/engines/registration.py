@@ -12,6 +12,8 @@ from monai.networks.blocks import Warp
 from monai.networks.schedulers import Scheduler
 from monai.utils import CommonKeys, convert_to_tensor
 
+from common.networks.diffusemorph import DiffuseMorph
+
 
 class DiffuseMorphIteration:
     """``iteration_update`` of a ``SupervisedTrainer`` training :class:`common.networks.DiffuseMorph`.
@@ -67,7 +69,7 @@ class DiffuseMorphIteration:
         moving = self.template.to(fixed).expand_as(fixed)
         noise = torch.randn_like(fixed)
         timesteps = torch.randint(0, self.scheduler.num_train_timesteps, (fixed.shape[0],), device=fixed.device)
-        noisy = self.scheduler.add_noise(engine.network.to_model_range(fixed), noise, timesteps)
+        noisy = self.scheduler.add_noise(DiffuseMorph.to_model_range(fixed), noise, timesteps)  # network may be DDP
         noise_prediction, field = engine.network(moving, fixed, noisy, timesteps)
         warped = self.warp(moving, field.float())
         parts = {

@@ -1,4 +1,7 @@
-"""multi_gpu_train.json under ``torchrun``, 2 processes on the CPU (gloo): DDP, DistributedSampler, rank 0 writes."""
+"""multi_gpu_train.json under ``torchrun``, 2 processes on the CPU (gloo): DDP, DistributedSampler, rank 0 writes.
+
+Every training stage of every bundle runs with the same ``configs/multi_gpu_train.json`` of its bundle, 2 iterations.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +10,103 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import REPO, check
+from conftest import REPO, bundle_config, check
 
-BUNDLES = ["cdpm_brain_mri", "med_ddpm_brain_mri"]
-CONFIGS = ["configs/train.json", "configs/multi_gpu_train.json", "configs/tiny_cpu.json"]
-#: Test-only override: every process saves its final network weights, iteration and data indices before the
-#: process group is destroyed.
-RANK_DUMP = {
-    "finalize": [
-        "$torch.save({'network': @network.module.state_dict(), 'iteration': @train#trainer.state.iteration,"
-        " 'indices': list(@train#sampler)}, @bundle_root + f'/rank{torch.distributed.get_rank()}.pt')",
-        "$torch.distributed.destroy_process_group()",
-    ]
-}
+from common.data.fields import save_field, write_fields_datalist
+
+TINY = {"max_iterations": 2, "preview_interval": 1000, "spatial_size": "[16,16,16]"}
+#: DiffuseMorph's template: a 32³ cohort volume loads in a fraction of the time of the MNI152 template.
+SMALL_TEMPLATE = {"template_path": "$@dataset_dir + '/single/images/demo_000.nii.gz'"}
+
+
+def no_preparation(root: Path, cohort: Path) -> Path:
+    """Nothing to prepare: the stage trains on the cohort's datalist."""
+    return cohort / "datalist.json"
+
+
+def autoencoder_weights(root: Path, cohort: Path) -> Path:
+    """Stage 2 of Medical Diffusion encodes with stage 1's VQ-GAN: save a tiny untrained one."""
+    config = bundle_config("medical_diffusion_brain_mri", "train_diffusion.json", "tiny_cpu.json")
+    (root / "models").mkdir()
+    torch.save(config.get_parsed_content("autoencoder_def").state_dict(), root / "models" / "autoencoder.pt")
+    return cohort / "datalist.json"
+
+
+def exported_fields(root: Path, cohort: Path) -> Path:
+    """Stage 2 of DiffuseMorph trains on the fields stage 1 exports: three random 16³ fields and their datalist."""
+    folder = root / "outputs" / "registration"
+    rng = np.random.default_rng(0)
+    paths = [save_field(rng.normal(size=(3, 16, 16, 16)), np.eye(4), folder / f"s{i}_field.nii.gz") for i in range(3)]
+    return write_fields_datalist(paths, field_scale=3.0, path=folder / "fields.json")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training config of a bundle, run with the bundle's ``multi_gpu_train.json``.
+
+    Attributes:
+        bundle / config: bundle and training config file.
+        networks: config ids of the trained (DDP-wrapped) networks; the first is the one ``final_model`` holds.
+        ckpt_dir / final_model: checkpoint folder and exported weights, relative to the bundle root.
+        overrides: command-line overrides making the run tiny (2 iterations, 16³).
+        prepare: writes what the stage needs besides the cohort into the bundle root; returns the datalist
+            whose ``training`` items the stage trains on.
+    """
+
+    bundle: str
+    config: str
+    networks: tuple[str, ...] = ("network",)
+    ckpt_dir: str = "models"
+    final_model: str = "models/model.pt"
+    overrides: dict = field(default_factory=lambda: dict(TINY))
+    prepare: Callable[[Path, Path], Path] = no_preparation
+
+
+STAGES = {
+    "cdpm": Stage("cdpm_brain_mri", "train.json"),
+    "med_ddpm": Stage("med_ddpm_brain_mri", "train.json"),
+    "medical_diffusion-autoencoder": Stage(
+        "medical_diffusion_brain_mri", "train_autoencoder.json",
+        networks=("autoencoder", "discriminator_2d", "discriminator_3d"), ckpt_dir="models/autoencoder_checkpoints",
+        final_model="models/autoencoder.pt", overrides={**TINY, "adversarial_start": 0},  # discriminators train too
+    ),
+    "medical_diffusion-diffusion": Stage(
+        "medical_diffusion_brain_mri", "train_diffusion.json", ckpt_dir="models/diffusion_checkpoints",
+        prepare=autoencoder_weights,
+    ),
+    "diffusemorph-registration": Stage(
+        "diffusemorph_brain_mri", "train_registration.json", ckpt_dir="models/registration_checkpoints",
+        final_model="models/registration.pt",
+        overrides={"max_epochs": 1, "batch_size": 1, "spatial_size": "[16,16,16]", **SMALL_TEMPLATE},
+    ),
+    "diffusemorph-diffusion": Stage(
+        "diffusemorph_brain_mri", "train_diffusion.json", ckpt_dir="models/diffusion_checkpoints",
+        overrides={**TINY, **SMALL_TEMPLATE}, prepare=exported_fields,
+    ),
+}  # fmt: skip
+#: Batch-norm statistics (the VQ-GAN's discriminators) are each process's own after its last forward pass; DDP
+#: broadcasts process 0's at the next one, so only those are saved and used.
+PER_PROCESS_BUFFERS = ("running_mean", "running_var")
+
+
+def rank_dump(networks: tuple[str, ...]) -> dict:
+    """Test-only override: every process saves the weights of ``networks``, its iteration and its data indices
+    before the process group is destroyed."""
+    weights = ", ".join(f"'{name}': @{name}.module.state_dict()" for name in networks)
+    return {
+        "finalize": [
+            f"$torch.save({{'networks': {{{weights}}}, 'iteration': @train#trainer.state.iteration,"
+            " 'indices': list(@train#sampler)}, @bundle_root + f'/rank{torch.distributed.get_rank()}.pt')",
+            "$torch.distributed.destroy_process_group()",
+        ]
+    }
 
 
 def free_port() -> int:
@@ -32,34 +115,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun_training(bundle: str, root: Path, dataset_dir: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun_training(stage: Stage, root: Path, dataset_dir: Path, nproc: int = 2) -> subprocess.CompletedProcess:
     dump = root / "rank_dump.json"
-    dump.write_text(json.dumps(RANK_DUMP))
-    files = "[" + ",".join(f"'{name}'" for name in [*CONFIGS, str(dump)]) + "]"
+    dump.write_text(json.dumps(rank_dump(stage.networks)))
+    configs = [f"configs/{stage.config}", "configs/multi_gpu_train.json", "configs/tiny_cpu.json", str(dump)]
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-        "-m", "monai.bundle", "run", "training", "--config_file", files, "--bundle_root", str(root),
-        "--dataset_dir", str(dataset_dir), "--max_iterations", "2", "--preview_interval", "1000",
-        "--spatial_size", "[16,16,16]",
+        "-m", "monai.bundle", "run", "training", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]",
+        "--bundle_root", str(root), "--dataset_dir", str(dataset_dir),
     ]  # fmt: skip
+    for key, value in stage.overrides.items():
+        command += [f"--{key}", str(value)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=REPO / "bundles" / bundle, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        command, cwd=REPO / "bundles" / stage.bundle, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
-def test_two_processes_train_one_model(bundle, tiny_cohort, tmp_path: Path):
-    check(torchrun_training(bundle, tmp_path, tiny_cohort))
+@pytest.mark.parametrize("name", STAGES)
+def test_two_processes_train_one_model(name, tiny_cohort, tmp_path: Path):
+    stage = STAGES[name]
+    datalist = stage.prepare(tmp_path, tiny_cohort)
+    check(torchrun_training(stage, tmp_path, tiny_cohort))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["iteration"] for r in ranks] == [2, 2], "both processes trained"
-    training_items = len(json.loads((tiny_cohort / "datalist.json").read_text())["training"])
+    training_items = len(json.loads(datalist.read_text())["training"])
     assert set(ranks[0]["indices"]) | set(ranks[1]["indices"]) == set(range(training_items)), "data split by rank"
-    assert ranks[0]["network"].keys() == ranks[1]["network"].keys()
-    for name, weight in ranks[0]["network"].items():
-        torch.testing.assert_close(ranks[1]["network"][name], weight, rtol=0, atol=0, msg=f"{name} differs")
+    assert set(ranks[0]["indices"]) != set(ranks[1]["indices"]), "each process has its own share"
+    for network in stage.networks:
+        weights, other = ranks[0]["networks"][network], ranks[1]["networks"][network]
+        assert weights.keys() == other.keys()
+        for key, weight in weights.items():
+            if not key.endswith(PER_PROCESS_BUFFERS):
+                torch.testing.assert_close(other[key], weight, rtol=0, atol=0, msg=f"{network}.{key} differs")
 
-    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint_*.pt")) == ["checkpoint_2.pt"]
-    checkpoint = torch.load(tmp_path / "models" / "checkpoint_2.pt", weights_only=True)
-    assert checkpoint["network"].keys() == ranks[0]["network"].keys(), "saved without the DDP 'module.' prefix"
-    torch.testing.assert_close(checkpoint["network"], ranks[0]["network"], rtol=0, atol=0)
-    assert torch.load(tmp_path / "models" / "model.pt", weights_only=True).keys() == ranks[0]["network"].keys()
+    checkpoints = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("checkpoint_*.pt"))
+    assert checkpoints == [Path(stage.ckpt_dir) / "checkpoint_2.pt"], "one checkpoint, written by process 0"
+    checkpoint = torch.load(tmp_path / checkpoints[0], weights_only=True)
+    for network in stage.networks:  # saved without the DDP "module." prefix
+        torch.testing.assert_close(checkpoint[network], ranks[0]["networks"][network], rtol=0, atol=0)
+    final = torch.load(tmp_path / stage.final_model, weights_only=True)
+    assert final.keys() == ranks[0]["networks"][stage.networks[0]].keys()
     assert not list(tmp_path.rglob("*.tmp")), "no partial checkpoint left"
