@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of PyTorch: on machines without a GPU this avoids a multi-GB CUDA download.
 TORCH_SPEC ?= torch==2.13.0
 # MONAI Label (optional extra `label`) needs torchvision, so it gets its own environment: torch 2.14.1 and
-# torchvision 0.29.1 are on these machines' disk (a CUDA build, about 6 GB installed, no download).
+# torchvision 0.29.1 come from these machines' disk (a CUDA build), MONAI Label from PyPI; about 8 GB in all.
 LABEL_VENV ?= .venv-label
 LABEL_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
