@@ -9,7 +9,8 @@ Options (``--conf KEY VALUE``):
 
 Each task is named after its bundle folder: ``POST /infer/med_ddpm_brain_mri`` with the drawn label volume as
 ``label`` returns the synthesised MRI; ``POST /infer/cdpm_brain_mri`` (or any unconditional bundle) returns a new
-volume. Bad requests (no label, an unknown channel, a missing file) answer HTTP 400 with the reason.
+volume. Bad requests (no label, an unknown channel, a missing file) answer HTTP 400 with the reason, and a bundle
+that fails (e.g. without its weights) HTTP 500 with the root cause.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 import common
 from common.bundle_runner import BUNDLES_DIR
-from common.label_app.tasks import BundleSynthesisTask
+from common.label_app.tasks import BundleRunError, BundleSynthesisTask
 
 
 def _conf_list(value: str | None) -> list[str]:
@@ -51,8 +52,11 @@ class BrainSynthApp(MONAILabelApp):
         return {task.bundle_root.name: task for task in tasks}
 
     def infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:
-        """MONAI Label's inference, with the tasks' input errors answered as HTTP 400 that name the problem."""
+        """MONAI Label's inference, its errors answered with the reason: HTTP 400 for a bad request, 500 when the
+        bundle fails (e.g. its weights are missing)."""
         try:
             return super().infer(request, datastore)
+        except BundleRunError as error:
+            raise HTTPException(status_code=500, detail=f"{request.get('model')}: {error}") from error
         except (ValueError, FileNotFoundError) as error:
             raise HTTPException(status_code=400, detail=f"{request.get('model')}: {error}") from error

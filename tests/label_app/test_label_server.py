@@ -95,6 +95,9 @@ def server(tmp_path_factory):
         pytest.skip(message)
     root = tmp_path_factory.mktemp("label")
     studies, bundles = root / "studies", [untrained_bundle(name, root / "bundles") for name in SERVED]
+    without_weights = root / "bundles" / "cdpm_without_weights"
+    shutil.copytree(REPO / "bundles" / "cdpm_brain_mri" / "configs", without_weights / "configs")
+    bundles.append(without_weights)
     studies.mkdir()
     port = free_port()
     app = write_app_dir(root / "app")
@@ -126,7 +129,7 @@ def server(tmp_path_factory):
 
 def test_info_lists_one_task_per_bundle_with_its_options(server):
     models = server["info"]["models"]
-    assert sorted(models) == sorted(SERVED)
+    assert sorted(models) == sorted([*SERVED, "cdpm_without_weights"])
     assert models["med_ddpm_brain_mri"]["config"] == {
         "seed": None,
         "sampler": "ddim",
@@ -180,3 +183,10 @@ def test_unconditional_bundle_returns_a_new_volume(server, subject, bundle, tmp_
 def test_unknown_channel_is_a_clear_error(server, subject):
     status, body = post_infer(server["url"], "cdpm_brain_mri", {"file": subject["image"]}, {"channel": "flair"})
     assert status == 400 and "flair" in json.loads(body)["detail"]
+
+
+def test_missing_weights_are_named(server, subject):
+    status, body = post_infer(server["url"], "cdpm_without_weights", {"file": subject["image"]})
+    assert status == 500
+    detail = json.loads(body)["detail"]
+    assert detail.startswith("cdpm_without_weights: FileNotFoundError") and "models/model.pt" in detail
