@@ -71,7 +71,7 @@ def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: in
     """Write every file a bundle's inference loads, from freshly initialised networks; the files written.
 
     For smoke tests of a bundle's inference, packaging or serving on tiny networks without training:
-    ``network_def`` goes to each ``CheckpointLoader``'s ``load_path`` (``models/model.pt``), ``autoencoder_def``
+    each ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def``
     to ``autoencoder_path`` (Medical Diffusion's VQ-GAN) and a field scale of 1 voxel to ``field_scale_file``
     (DiffuseMorph). Existing files are not replaced.
 
@@ -92,7 +92,9 @@ def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: in
     for index, handler in enumerate(parser.get("handlers", [])):
         if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
             path = Path(parser.get_parsed_content(f"handlers#{index}#load_path"))
-            contents[path] = parser.get_parsed_content("network_def").state_dict()
+            states = {k: v.state_dict() for k, v in parser.get_parsed_content(f"handlers#{index}#load_dict").items()}
+            # one object: its bare state dict, as models/model.pt is written by training and read by the loader
+            contents[path] = next(iter(states.values())) if len(states) == 1 else states
     if "autoencoder_def" in parser:
         autoencoder = parser.get_parsed_content("autoencoder_def")
         contents[Path(parser.get_parsed_content("autoencoder_path"))] = autoencoder.state_dict()
