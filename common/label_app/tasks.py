@@ -14,6 +14,7 @@ from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from common.bundle_runner import bundle_dir, run_bundle
+from common.diffusion.schedulers import SAMPLERS, check_inference_steps
 
 #: Request parameters passed to every bundle as config overrides (shown as the task's options in the viewer).
 SAMPLING_PARAMS = ("seed", "sampler", "num_inference_steps")
@@ -60,6 +61,7 @@ class BundleSynthesisTask(InferTask):
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
         self.label_to_image = "masks" in parser.config
         self.channel_names = list(parser.get_parsed_content("channel_names"))
+        self.num_train_timesteps = int(parser.get_parsed_content("num_train_timesteps"))
         options = SAMPLING_PARAMS + (MASK_EDIT_PARAMS if self.label_to_image else ())
         defaults = {key: parser.config[key] for key in options if key in parser.config}
         super().__init__(
@@ -76,6 +78,12 @@ class BundleSynthesisTask(InferTask):
     def _overrides(self, request: dict[str, Any]) -> dict[str, Any]:
         """Bundle config overrides from the request: the task's options and, for label-to-image, the mask."""
         overrides = {key: request[key] for key in self.config() if key in request and key != "channel"}
+        if "sampler" in overrides and overrides["sampler"] not in SAMPLERS:
+            raise ValueError(f"unknown sampler {overrides['sampler']!r}; choose one of {sorted(SAMPLERS)}")
+        if "num_inference_steps" in overrides:
+            overrides["num_inference_steps"] = check_inference_steps(
+                overrides["num_inference_steps"], self.num_train_timesteps
+            )
         if self.label_to_image:
             label = request.get("label")
             if not label:
@@ -94,7 +102,8 @@ class BundleSynthesisTask(InferTask):
         """Run the bundle; return the path of a temporary NIfTI (the server deletes it once sent) and its details.
 
         Raises:
-            ValueError / FileNotFoundError: a bad request (no label for a label-to-image bundle, unknown channel).
+            ValueError / FileNotFoundError: a bad request (no label for a label-to-image bundle, unknown channel or
+                sampler, a step count outside [1, T]).
             BundleRunError: the bundle's inference failed, with the root cause (e.g. the missing weights file).
         """
         channel = request.get("channel", self.channel_names[0])

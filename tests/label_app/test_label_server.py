@@ -190,3 +190,30 @@ def test_missing_weights_are_named(server, subject):
     assert status == 500
     detail = json.loads(body)["detail"]
     assert detail.startswith("cdpm_without_weights: FileNotFoundError") and "models/model.pt" in detail
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("bundle", SERVED)
+def test_fifty_step_samplers_of_every_bundle(server, subject, bundle, sampler, tmp_path: Path):
+    files = {"file": subject["image"], **({"label": subject["label"]} if bundle == "med_ddpm_brain_mri" else {})}
+    params = {"seed": 0, "sampler": sampler, "num_inference_steps": 50}
+    status, body = post_infer(server["url"], bundle, files, params)
+    assert status == 200, body[:2000]
+    values = as_nifti(body, tmp_path / "result.nii.gz").get_fdata()
+    assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
+
+
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps must be from 1 to 250"),
+        ({"num_inference_steps": 251}, "num_inference_steps must be from 1 to 250"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps must be a whole number"),
+        ({"num_inference_steps": "5"}, "num_inference_steps must be a whole number"),
+        ({"sampler": "euler"}, "unknown sampler 'euler'"),
+    ],
+)
+def test_impossible_sampling_requests_are_refused(server, subject, params, reason):
+    files = {"file": subject["image"], "label": subject["label"]}
+    status, body = post_infer(server["url"], "med_ddpm_brain_mri", files, params)
+    assert status == 400 and reason in json.loads(body)["detail"]

@@ -1,0 +1,65 @@
+"""Every bundle samples with the respaced samplers at 50 steps through ``brainsynth generate``; bad counts refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from common import cli
+from common.bundle_runner import write_untrained_weights
+from common.diffusion import RespacedDDIMScheduler, RespacedDDPMScheduler
+
+from .conftest import REPO, bundle_config
+
+TINY = ["inference.json", "tiny_cpu.json"]
+BUNDLES = ["med_ddpm_brain_mri", "cdpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
+SCHEDULERS = {"ddpm": RespacedDDPMScheduler, "ddim": RespacedDDIMScheduler}
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> dict[str, Path]:
+    """Each bundle's configs with what its tiny inference loads, untrained, in a temporary bundle folder."""
+    root = tmp_path_factory.mktemp("bundles")
+    folders = {}
+    for name in BUNDLES:
+        folders[name] = root / name
+        shutil.copytree(REPO / "bundles" / name / "configs", folders[name] / "configs")
+        write_untrained_weights(folders[name], TINY)
+    return folders
+
+
+def _inputs(bundle: str, cohort: Path) -> dict:
+    """What a bundle generates from: Med-DDPM the cohort's validation masks, the others one new volume."""
+    return {"masks": str(cohort / "datalist.json")} if bundle == "med_ddpm_brain_mri" else {"num_volumes": 1}
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_fifty_step_sampling_from_the_command_line(untrained, tiny_cohort, tmp_path, bundle, sampler):
+    overrides = {"sampler": sampler, "num_inference_steps": 50, "seed": 0, **_inputs(bundle, tiny_cohort)}
+    parser = bundle_config(bundle, *TINY)
+    parser.update(overrides)
+    scheduler = parser.get_parsed_content("noise_scheduler")
+    assert isinstance(scheduler, SCHEDULERS[sampler]) and len(scheduler.timesteps) == 50
+    assert scheduler.timesteps[0] == parser["num_train_timesteps"] - 1  # trailing spacing starts from pure noise
+
+    output_dir = cli.generate(str(untrained[bundle]), configs=TINY, output_dir=str(tmp_path / "out"), **overrides)
+    records = json.loads((Path(output_dir) / "outputs.json").read_text())
+    assert records and all(Path(path).is_file() for record in records for path in record.values() if "/" in path)
+
+
+@pytest.mark.parametrize("steps", [0, 1000])
+def test_impossible_step_counts_are_refused_before_sampling(untrained, tiny_cohort, tmp_path, steps):
+    with pytest.raises(Exception) as raised:
+        cli.generate(
+            str(untrained["med_ddpm_brain_mri"]), configs=TINY, output_dir=str(tmp_path / "out"),
+            num_inference_steps=steps, **_inputs("med_ddpm_brain_mri", tiny_cohort),
+        )  # fmt: skip
+    cause = raised.value
+    while cause.__cause__ is not None:  # the config parser wraps the scheduler factory's error
+        cause = cause.__cause__
+    assert isinstance(cause, ValueError) and "num_inference_steps must be from 1 to 250" in str(cause)
+    assert not (tmp_path / "out" / "outputs.json").exists()
