@@ -7,8 +7,14 @@ real mask with the real image of that mask (paired metrics). Metrics are those o
 - ``diversity``: mean pairwise MS-SSIM of each set and their absolute difference (:func:`diversity_report`);
 - ``mmd``: MMD between the sets (:func:`common.metrics.mmd`);
 - ``fid``: FID per view (2D network on axial, coronal, sagittal slices) and in 3D (MedicalNet), from local weights;
+- ``c2st``: held-out accuracy of a small 3D CNN trained to tell real from synthetic (:func:`common.metrics.c2st`;
+  0.5 indistinguishable, 1.0 trivially told apart), with its confidence interval: needs no pretrained weights;
 - ``memorisation``: each synthetic volume's nearest real volume by MS-SSIM, flagged above a threshold;
-- ``paired``: MSE, PSNR and SSIM of generated volumes against their paired real ones (only when pairs exist).
+- ``paired``: MSE, PSNR and SSIM of generated volumes against their paired real ones (only when pairs exist);
+- ``background``: mean intensity outside the head, as a fraction of the intensity range, outside the conditioning
+  masks (``outputs.json`` with masks) or else outside the real cohort's background, beside the real cohort's value;
+- ``contrast``: mean tumour-to-brain intensity ratio of volumes generated from masks (Med-DDPM) and of the real
+  volumes with labels (only when conditioning masks exist).
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from common.data.nifti import nifti_files, nifti_stem
 from common.metrics import (
     SliceFeatureExtractor,
     VolumeFeatureExtractor,
+    background_intensity,
+    background_mask,
+    c2st,
     diversity_report,
     fid,
     load_feature_network,
@@ -44,13 +53,14 @@ from common.metrics import (
     nearest_neighbours,
     paired_metrics,
     random_feature_network,
+    tumour_brain_ratio,
 )
 from common.transforms import CheckVolumesd
 from common.visualize import triplanar_grid
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("diversity", "mmd", "fid", "memorisation", "paired")
+METRICS = ("diversity", "mmd", "fid", "c2st", "memorisation", "paired", "background", "contrast")
 """Valid metric names, in the order they are computed."""
 
 FID_KINDS = {
@@ -103,14 +113,15 @@ def _resolve_output(folder: Path, listed: str) -> Path:
 def _synthetic_items(
     folder: Path, pattern: str, synthetic_key: str | None, channel: int, real_items: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """``{"path", "name", "pair"}`` of each synthetic volume; ``pair`` indexes the real item whose mask it was
-    generated from (by ``mask_source`` in ``outputs.json``), else None."""
+    """``{"path", "name", "pair", "mask"}`` of each synthetic volume; ``pair`` indexes the real item whose mask it
+    was generated from (by ``mask_source`` in ``outputs.json``), else None; ``mask`` is the mask it was generated
+    from (``mask`` in ``outputs.json``), else None."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of synthetic volumes")
     listing = folder / "outputs.json"
     if not listing.is_file():
         paths = [p for p in sorted(folder.glob(pattern)) if p.is_file() and not (nifti_stem(p) or "").endswith("_mask")]
-        return [{"path": p, "name": p.name, "pair": None} for p in paths]
+        return [{"path": p, "name": p.name, "pair": None, "mask": None} for p in paths]
     by_label = {item["label"]: i for i, item in enumerate(real_items) if item["label"] is not None}
     items = []
     for record in json.loads(listing.read_text()):
@@ -123,7 +134,8 @@ def _synthetic_items(
         path = _resolve_output(folder, record[key])
         source = record.get("mask_source")
         pair = by_label.get(Path(source).resolve()) if source else None
-        items.append({"path": path, "name": path.name, "pair": pair})
+        mask = _resolve_output(folder, record["mask"]) if record.get("mask") else None
+        items.append({"path": path, "name": path.name, "pair": pair, "mask": mask})
     return items
 
 
@@ -135,9 +147,12 @@ def _subset(items: list[dict[str, Any]], max_volumes: int | None, seed: int) -> 
     return [items[i] for i in chosen]
 
 
-def _load_volumes(paths: Sequence[Path], spatial_size: Sequence[int] | None, desc: str, verbose: bool) -> torch.Tensor:
+def _load_volumes(
+    paths: Sequence[Path], spatial_size: Sequence[int] | None, desc: str, verbose: bool, scale: bool = True
+) -> torch.Tensor:
     """Volumes (N, 1, X, Y, Z) in RAS, padded or cropped to ``spatial_size`` (default: the first file's shape) and
-    scaled to [0, 1] each. Raises ValueError naming the file for unreadable, 4D or non-finite volumes."""
+    scaled to [0, 1] each (label maps: ``scale=False``). Raises ValueError naming the file for unreadable, 4D or
+    non-finite volumes."""
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
     check = CheckVolumesd("image", num_channels=[1])  # called directly: Compose would hide its message
     orient = Orientationd("image", axcodes="RAS")
@@ -151,7 +166,8 @@ def _load_volumes(paths: Sequence[Path], spatial_size: Sequence[int] | None, des
         volume = orient(check(volume))
         if prepare is None:  # the size is known once the first volume is loaded
             size = tuple(volume["image"].shape[1:]) if spatial_size is None else spatial_size
-            prepare = Compose([ResizeWithPadOrCropd("image", size), ScaleIntensityd("image", 0.0, 1.0)])
+            scaling = [ScaleIntensityd("image", 0.0, 1.0)] if scale else []
+            prepare = Compose([ResizeWithPadOrCropd("image", size), *scaling])
         volumes.append(prepare(volume)["image"].as_tensor().float())
     return torch.stack(volumes)
 
@@ -161,6 +177,86 @@ def _require(metric: str, counts: Mapping[str, int], minimum: int) -> None:
     short = {name: n for name, n in counts.items() if n < minimum}
     if short:
         raise ValueError(f"{metric} needs at least {minimum} volumes per set, got {short}")
+
+
+def _background_report(
+    real: torch.Tensor,
+    synthetic: torch.Tensor,
+    synthetic_items: Sequence[dict[str, Any]],
+    threshold: float,
+    verbose: bool,
+) -> dict[str, Any] | str:
+    """The ``background`` entry of :func:`evaluate` for volumes (N, 1, X, Y, Z) in [0, 1], or why it is skipped.
+
+    Synthetic volumes are measured outside their conditioning masks (label 0) when all have one, else, as the real
+    ones always are, in the real cohort's background: the voxels at or below ``threshold`` in 95 % of the real
+    volumes (:func:`common.metrics.background_mask`).
+    """
+    cohort_background = background_mask(real, threshold=threshold)
+    if not cohort_background.any():
+        return f"no voxel is at or below {threshold} in 95 % of the real volumes; raise background_threshold"
+    real_values = background_intensity(real, cohort_background)
+    conditioned = all(item["mask"] is not None for item in synthetic_items)
+    if conditioned:
+        masks = _load_volumes([i["mask"] for i in synthetic_items], real.shape[2:], "loading masks", verbose, False)
+        synthetic_values = background_intensity(synthetic, masks == 0)
+    else:
+        synthetic_values = background_intensity(synthetic, cohort_background)
+    return {
+        "synthetic_mean": synthetic_values.mean().item(),
+        "synthetic_max": synthetic_values.max().item(),
+        "real_mean": real_values.mean().item(),
+        "head_mask": "conditioning masks" if conditioned else "real cohort background",
+        "threshold": threshold,
+        "num_cohort_background_voxels": int(cohort_background.sum()),
+        "volumes": [
+            {"synthetic_file": item["name"], "background": value}
+            for item, value in zip(synthetic_items, synthetic_values.tolist(), strict=True)
+        ],
+    }
+
+
+def _contrast_report(
+    real: torch.Tensor,
+    synthetic: torch.Tensor,
+    real_items: Sequence[dict[str, Any]],
+    synthetic_items: Sequence[dict[str, Any]],
+    tumour_labels: Sequence[int],
+    brain_labels: Sequence[int],
+    verbose: bool,
+) -> dict[str, Any] | str:
+    """The ``contrast`` entry of :func:`evaluate`: mean tumour-to-brain intensity ratio of the synthetic volumes
+    with a conditioning mask holding both regions, and of the real volumes with such a label; or why it is skipped.
+    """
+    spatial_size = real.shape[2:]
+    ratios: dict[str, list[float]] = {}
+    for name, volumes, items, key in (
+        ("synthetic", synthetic, synthetic_items, "mask"),
+        ("real", real, real_items, "label"),
+    ):
+        indices = [k for k, item in enumerate(items) if item[key] is not None]
+        if not indices:
+            ratios[name] = []
+            continue
+        masks = _load_volumes([items[k][key] for k in indices], spatial_size, f"loading {name} masks", verbose, False)
+        values = tumour_brain_ratio(volumes[indices], masks, tumour_labels, brain_labels)
+        ratios[name] = values[~values.isnan()].tolist()
+    if not ratios["synthetic"]:
+        return (
+            f"no synthetic volume has a conditioning mask with tumour labels {list(tumour_labels)} and brain labels "
+            f"{list(brain_labels)}"
+        )
+    synthetic_ratio = float(np.mean(ratios["synthetic"]))
+    real_ratio = float(np.mean(ratios["real"])) if ratios["real"] else None
+    return {
+        "synthetic_ratio": synthetic_ratio,
+        "real_ratio": real_ratio,
+        "ratio_difference": None if real_ratio is None else synthetic_ratio - real_ratio,
+        "num_synthetic": len(ratios["synthetic"]),
+        "num_real": len(ratios["real"]),
+        "tumour_labels": list(tumour_labels),
+        "brain_labels": list(brain_labels),
+    }
 
 
 def metric_table(results: Mapping[str, Any]) -> list[str]:
@@ -243,7 +339,7 @@ def evaluate(
     real: str | Path,
     synthetic: str | Path,
     output_dir: str | Path,
-    metrics: Sequence[str] | str = ("diversity", "mmd", "memorisation", "paired"),
+    metrics: Sequence[str] | str = ("diversity", "mmd", "c2st", "memorisation", "paired", "background", "contrast"),
     spatial_size: Sequence[int] | None = None,
     image_key: str = "image",
     sections: Sequence[str] = ("training", "validation"),
@@ -256,6 +352,12 @@ def evaluate(
     num_pairs: int = 100,
     kernel_size: int = 11,
     memorisation_threshold: float = 0.95,
+    c2st_folds: int = 5,
+    c2st_epochs: int = 30,
+    c2st_size: Sequence[int] | int | None = 32,
+    background_threshold: float = 0.05,
+    tumour_labels: Sequence[int] = (2,),
+    brain_labels: Sequence[int] = (1,),
     max_volumes: int | None = None,
     num_figure_rows: int = 4,
     seed: int = 0,
@@ -275,7 +377,8 @@ def evaluate(
             else those matching ``synthetic_pattern`` except ``*_mask`` files.
         output_dir: folder for ``metrics.json`` and ``evaluation.png``; it must not hold any input file.
         metrics: names from :data:`METRICS` (a comma-separated string works too). ``paired`` is skipped (and the
-            reason recorded under ``"skipped"``) when no synthetic volume has a pair.
+            reason recorded under ``"skipped"``) when no synthetic volume has a pair, ``contrast`` when none has a
+            conditioning mask with a tumour, ``background`` when the real volumes share no background.
         spatial_size: (X, Y, Z) all volumes are padded or cropped to; default: the first real volume's shape.
         image_key: datalist key of the real images.
         sections: datalist sections to read.
@@ -293,6 +396,14 @@ def evaluate(
         num_pairs: random pairs per set for the diversity MS-SSIM.
         kernel_size: Gaussian window side of MS-SSIM and SSIM (11, or 7 for volumes of 32 voxels per side).
         memorisation_threshold: MS-SSIM to the nearest real volume at or above which a synthetic one is flagged.
+        c2st_folds: folds of the classifier two-sample test (fewer when a set has fewer volumes).
+        c2st_epochs: training epochs of its classifier per fold.
+        c2st_size: largest size (or side) of the volumes fed to the classifier, larger ones are shrunk to it by area
+            averaging; ``None`` keeps them.
+        background_threshold: intensity (fraction of each real volume's range) at or below which a real voxel is
+            background, for the real cohort's background mask.
+        tumour_labels: mask labels of the tumour, for ``contrast`` (Med-DDPM: 2).
+        brain_labels: mask labels of the brain outside the tumour, for ``contrast`` (Med-DDPM: 1).
         max_volumes: evaluate at most this many volumes per set (a seeded random subset).
         num_figure_rows: volumes per set shown in the figure, and nearest-neighbour pairs shown.
         seed: seed of the subsets, the diversity pairs and random feature networks.
@@ -352,6 +463,12 @@ def evaluate(
             "num_pairs": num_pairs,
             "kernel_size": kernel_size,
             "memorisation_threshold": memorisation_threshold,
+            "c2st_folds": c2st_folds,
+            "c2st_epochs": c2st_epochs,
+            "c2st_size": c2st_size,
+            "background_threshold": background_threshold,
+            "tumour_labels": list(tumour_labels),
+            "brain_labels": list(brain_labels),
             "max_volumes": max_volumes,
             "seed": seed,
             "fid_weights": fid_weights,
@@ -386,6 +503,12 @@ def evaluate(
             fids["meaningless"] = True
             fids["note"] = f"fid_weights={fid_weights!r}: random feature networks, for testing only; FID is meaningless"
         results["fid"] = fids
+    if "c2st" in metrics:
+        _require("c2st", counts, 2)
+        results["c2st"] = c2st(
+            real_volumes, synthetic_volumes, num_folds=c2st_folds, num_epochs=c2st_epochs, input_size=c2st_size,
+            seed=seed, verbose=verbose,
+        )  # fmt: skip
     if "memorisation" in metrics:
         neighbours = nearest_neighbours(
             synthetic_volumes, real_volumes, threshold=memorisation_threshold, **ms_ssim_kwargs
@@ -421,6 +544,20 @@ def evaluate(
                     for k, (s, r) in enumerate(pairs)
                 ],  # fmt: skip
             }
+    reports = {}
+    if "background" in metrics:
+        reports["background"] = _background_report(
+            real_volumes, synthetic_volumes, synthetic_items, background_threshold, verbose
+        )
+    if "contrast" in metrics:
+        reports["contrast"] = _contrast_report(
+            real_volumes, synthetic_volumes, real_items, synthetic_items, tumour_labels, brain_labels, verbose
+        )
+    for name, report in reports.items():
+        if isinstance(report, str):
+            results["skipped"][name] = report
+        else:
+            results[name] = report
     output_dir.mkdir(parents=True, exist_ok=True)
     results["outputs"] = {"metrics": str(output_dir / "metrics.json"), "figure": str(output_dir / "evaluation.png")}
     _compose_figure(real_volumes, synthetic_volumes, results, num_figure_rows, output_dir / "evaluation.png")

@@ -1,3 +1,4 @@
+from .c2st import c2st, c2st_network, stratified_folds
 from .deformation import folding_fraction, jacobian_determinant
 from .distribution import (
     FeatureExtractor,
@@ -15,12 +16,17 @@ from .memorisation import nearest_neighbours
 from .ms_ssim import diversity_report, ms_ssim, ms_ssim_weights, pairwise_ms_ssim, sample_pairs
 from .ncc import normalised_cross_correlation
 from .paired import paired_metrics
+from .physical import background_intensity, background_mask, tumour_brain_ratio
 from .volumes import stack_volumes
 
 __all__ = [
     "FeatureExtractor",
     "SliceFeatureExtractor",
     "VolumeFeatureExtractor",
+    "background_intensity",
+    "background_mask",
+    "c2st",
+    "c2st_network",
     "diversity_report",
     "extract_features",
     "fid",
@@ -39,4 +45,6 @@ __all__ = [
     "sample_pairs",
     "slice_indices",
     "stack_volumes",
+    "stratified_folds",
+    "tumour_brain_ratio",
 ]

@@ -19,7 +19,7 @@ def test_evaluate_config_writes_metrics_and_figure(bundle, tiny_cohort, tmp_path
     tiny = json.loads((REPO / "bundles" / bundle / "configs" / "tiny_cpu.json").read_text())
     result = run_bundle(
         bundle, None, ["evaluate.json"], bundle_root=tmp_path, dataset_dir=tiny_cohort,
-        spatial_size=json.dumps(tiny["spatial_size"]), kernel_size=7, num_pairs=3,
+        spatial_size=json.dumps(tiny["spatial_size"]), kernel_size=7, num_pairs=3, c2st_epochs=2,
     )  # fmt: skip
     check(result)
     metrics = json.loads((tmp_path / "eval" / "metrics" / "metrics.json").read_text())
@@ -27,5 +27,7 @@ def test_evaluate_config_writes_metrics_and_figure(bundle, tiny_cohort, tmp_path
     assert metrics["settings"]["spatial_size"] == tiny["spatial_size"]
     assert all(entry["memorised"] for entry in metrics["memorisation"]["nearest_neighbours"])
     assert metrics["mmd"]["mmd"] >= 0 and "ms_ssim_abs_difference" in metrics["diversity"]
+    assert metrics["c2st"]["num_per_set"] == 3 and metrics["c2st"]["num_epochs"] == 2
+    assert metrics["background"]["head_mask"] == "real cohort background"  # copies of real images: no masks
     assert (tmp_path / "eval" / "metrics" / "evaluation.png").is_file()
     assert "loading real" in result.stderr  # the progress bar over volumes

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from common.evaluation import RANDOM_WEIGHTS, evaluate
+from common.evaluation import RANDOM_WEIGHTS, evaluate, metric_table
 
 SIZE = 32
 FAST = {"kernel_size": 7, "num_pairs": 3, "verbose": False}  # MS-SSIM on 32³ needs a 7-voxel window
@@ -64,6 +64,8 @@ def test_copies_of_the_real_set_are_memorised_and_match_its_distribution(cohort,
     ]
     assert all(n["memorised"] for n in neighbours) and results["memorisation"]["num_memorised"] == 4
     assert "paired" not in results and "paired" in results["skipped"]  # no outputs.json: no pairs
+    assert results["c2st"]["num_folds"] == 4 and results["c2st"]["ci_low"] <= 0.5  # copies: indistinguishable
+    assert results["background"]["synthetic_mean"] == pytest.approx(results["background"]["real_mean"])
     assert json.loads((out / "metrics.json").read_text())["mmd"] == results["mmd"]
     with Image.open(out / "evaluation.png") as figure:
         assert figure.mode == "RGB" and figure.width >= 2 * 3 * 96  # real and synthetic views side by side
@@ -136,3 +138,66 @@ def test_bad_inputs_give_clear_errors(cohort, tmp_path):
         evaluate(cohort / "images", single, tmp_path / "eval", metrics=["diversity"], **FAST)
     with pytest.raises(ValueError, match="holds input files"):
         evaluate(cohort / "images", cohort / "copies", cohort / "copies", **FAST)
+
+
+def _head(size: int = 16) -> np.ndarray:
+    """A Med-DDPM label map (size³): background 0, a cube of brain 1 holding a smaller cube of tumour 2."""
+    labels = np.zeros((size,) * 3, np.uint8)
+    labels[4:12, 4:12, 4:12] = 1
+    labels[6:9, 6:9, 6:9] = 2
+    return labels
+
+
+def test_background_and_contrast_come_from_the_conditioning_masks(tmp_path):
+    """Real: brain 0.4, tumour 0.8 (ratio 2), black background. Generated from the same masks: tumour 0.6 (ratio
+    1.5) and a chequered haze of 0 and 0.4 outside the head, i.e. 0.2 / 0.6 = 1/3 of the volume's range."""
+    labels = _head()
+    for folder in ("images", "masks", "generated"):
+        (tmp_path / folder).mkdir()
+    real = 0.4 * (labels == 1) + 0.8 * (labels == 2)
+    haze = 0.4 * (np.indices(labels.shape).sum(0) % 2) * (labels == 0)
+    synthetic = 0.4 * (labels == 1) + 0.6 * (labels == 2) + haze
+    items, records = [], []
+    for k in range(2):
+        _save(real, tmp_path / "images" / f"sub{k}.nii.gz")
+        mask = _save(labels, tmp_path / "masks" / f"sub{k}.nii.gz")
+        items.append({"image": f"images/sub{k}.nii.gz", "label": f"masks/sub{k}.nii.gz"})
+        image = _save(synthetic, tmp_path / "generated" / f"sub{k}_sample00_image.nii.gz")
+        written = shutil.copyfile(mask, tmp_path / "generated" / f"sub{k}_sample00_mask.nii.gz")
+        records.append({"mask_source": str(mask), "sample_index": 0, "image": str(image), "mask": str(written)})
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items}))
+    (tmp_path / "generated" / "outputs.json").write_text(json.dumps(records))
+    results = evaluate(
+        tmp_path / "datalist.json", tmp_path / "generated", tmp_path / "eval", metrics="background,contrast", **FAST
+    )
+    background, contrast = results["background"], results["contrast"]
+    assert background["head_mask"] == "conditioning masks" and background["real_mean"] == 0.0
+    assert background["synthetic_mean"] == pytest.approx(1 / 3, abs=0.01) and len(background["volumes"]) == 2
+    assert contrast["real_ratio"] == pytest.approx(2.0) and contrast["synthetic_ratio"] == pytest.approx(1.5)
+    assert (
+        contrast["ratio_difference"] == pytest.approx(-0.5) and contrast["num_synthetic"] == contrast["num_real"] == 2
+    )
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["contrast"] == contrast
+
+
+def test_c2st_and_background_of_unconditional_volumes(tmp_path):
+    """Without masks, the background is the real cohort's; C2ST tells noise from real volumes."""
+    labels = _head()
+    for folder in ("real", "noise"):
+        (tmp_path / folder).mkdir()
+    for k in range(6):
+        rng = np.random.default_rng(k)
+        _save((labels > 0) * (0.5 + 0.1 * rng.random(labels.shape)), tmp_path / "real" / f"sub{k}.nii.gz")
+        _save(rng.random(labels.shape), tmp_path / "noise" / f"noise{k}.nii.gz")
+    results = evaluate(
+        tmp_path / "real", tmp_path / "noise", tmp_path / "eval", metrics=["c2st", "background", "contrast"],
+        c2st_folds=3, c2st_epochs=10, **FAST,
+    )  # fmt: skip
+    assert results["background"]["head_mask"] == "real cohort background"
+    assert results["background"]["num_cohort_background_voxels"] == 16**3 - 8**3
+    assert results["background"]["real_mean"] == 0.0 and results["background"]["synthetic_mean"] > 0.4
+    c2st = results["c2st"]
+    assert c2st["num_per_set"] == 6 and c2st["num_folds"] == 3 and c2st["input_size"] == [16, 16, 16]
+    assert c2st["accuracy"] > 0.9 and c2st["ci_low"] <= c2st["accuracy"] <= c2st["ci_high"]
+    assert "contrast" not in results and "conditioning mask" in results["skipped"]["contrast"]
+    assert f"c2st.accuracy: {c2st['accuracy']:.4g}" in metric_table(results)
