@@ -34,7 +34,7 @@ def unit_range(volume: np.ndarray) -> np.ndarray:
 
 
 def summarise(images: list[np.ndarray], reals: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
-    """Means per label over all volumes (X, Y, Z) in [0, 1], and the mean correlation with the real image in the head."""
+    """Means per label over all volumes (X, Y, Z) in [0, 1]; mean correlation with the real image in the head."""
     stats = {}
     for name, label in LABELS.items():
         values = np.concatenate([image[mask == label] for image, mask in zip(images, masks, strict=True)])

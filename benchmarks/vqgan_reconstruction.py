@@ -5,7 +5,8 @@ from the bundle's ``configs/train_autoencoder.json`` plus optional override file
 so they match the training run. Each volume is encoded, quantised with the codebook and decoded; PSNR and SSIM
 (``common.metrics.paired_metrics``, 7-voxel window) are computed on [0, 1] intensities, per datalist section.
 
-    python benchmarks/vqgan_reconstruction.py --datalist DATA/datalist.json --weights ROOT/models/autoencoder.pt \\
+    python benchmarks/vqgan_reconstruction.py --datalist DATA/datalist.json \\
+        --weights ROOT/models/model_autoencoder.pt \\
         --configs train_autoencoder.json ../../../benchmarks/vqgan_demo64.json --set compression=8
 """
 
@@ -59,7 +60,7 @@ def reconstruction_metrics(parser: ConfigParser, weights: Path, datalist: Path, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datalist", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, required=True, help="models/autoencoder.pt of the training run")
+    parser.add_argument("--weights", type=Path, required=True, help="models/model_autoencoder.pt of the training run")
     parser.add_argument("--configs", nargs="+", default=["train_autoencoder.json"], help="files under configs/")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--sections", nargs="+", default=["training", "validation"])

@@ -8,7 +8,7 @@ Bundles reference these classes from their configs by ``_target_`` (for example
   DiffuseMorph's score + deformation pair);
 - :mod:`common.transforms`: mask one-hot encoding, mask editing and cDPM's condition/target slice sets;
 - :mod:`common.diffusion`: noise-scheduler factory, losses and the samplers used at inference;
-- :mod:`common.engines`: batch preparation, checkpoint/resume and output handlers for Ignite engines;
+- :mod:`common.engines`: batch preparation, checkpoint/resume, EMA and output handlers for Ignite engines;
 - :mod:`common.metrics`: MS-SSIM diversity, MMD, FID, paired MSE/PSNR/SSIM and memorisation checks;
 - :mod:`common.evaluation`: evaluation runner writing metrics.json and a figure of synthetic against real volumes,
   and the downstream tumour-segmentation experiment (real / synthetic / real + synthetic training);

@@ -67,46 +67,76 @@ def run_bundle(
     return workflow
 
 
-def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
-    """Write every file a bundle's inference loads, from freshly initialised networks; the files written.
+def _inference_parser(folder: Path, configs: Sequence[str]) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(folder / "configs" / name) for name in configs])
+    parser["bundle_root"] = str(folder)
+    return parser
 
-    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training:
-    each ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def``
-    to ``autoencoder_path`` (Medical Diffusion's VQ-GAN) and a field scale of 1 voxel to ``field_scale_file``
-    (DiffuseMorph). Existing files are not replaced.
+
+def _loaded_files(parser: ConfigParser) -> list[tuple[Path, str]]:
+    """``(file, config id of what it holds)`` for every file an inference config loads.
+
+    Each ``CheckpointLoader``'s ``load_path`` (``models/model.pt``, holding its ``load_dict``), ``autoencoder_path``
+    (Medical Diffusion's VQ-GAN ``autoencoder_def``, ``models/model_autoencoder.pt``) and ``field_scale_file``
+    (DiffuseMorph's ``models/field_scale.json``).
+    """
+    files = []
+    for index, handler in enumerate(parser.get("handlers", [])):
+        if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
+            files.append(
+                (Path(parser.get_parsed_content(f"handlers#{index}#load_path")), f"handlers#{index}#load_dict")
+            )
+    if "autoencoder_def" in parser:
+        files.append((Path(parser.get_parsed_content("autoencoder_path")), "autoencoder_def"))
+    if "field_scale_file" in parser:
+        files.append((Path(parser.get_parsed_content("field_scale_file")), "field_scale_file"))
+    return files
+
+
+def inference_files(bundle: str | Path, configs: Sequence[str] = ("inference.json",)) -> list[Path]:
+    """The files (weights, DiffuseMorph's field scale) that a bundle's inference loads, under its ``models/``.
+
+    Args:
+        bundle: bundle name under ``bundles/`` or bundle folder.
+        configs: inference config files under its ``configs/``, merged in order.
+    """
+    folder = bundle_dir(str(bundle))
+    return [path for path, _ in _loaded_files(_inference_parser(folder, configs))]
+
+
+def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
+    """Write every file a bundle's inference loads (:func:`inference_files`), from freshly initialised networks.
+
+    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training: each
+    ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def`` to
+    ``autoencoder_path`` (Medical Diffusion's VQ-GAN, ``models/model_autoencoder.pt``) and a field scale of 1 voxel
+    to ``field_scale_file`` (DiffuseMorph). Existing files are not replaced.
 
     Args:
         bundle: bundle name under ``bundles/`` or bundle folder.
         configs: inference config files under its ``configs/``, e.g. ``["inference.json", "tiny_cpu.json"]``.
         seed: seed of the initial weights.
 
+    Returns:
+        the files written.
+
     Raises:
         FileExistsError: naming a file that is already there.
     """
-    folder = bundle_dir(str(bundle))
-    parser = ConfigParser()
-    parser.read_config([str(folder / "configs" / name) for name in configs])
-    parser["bundle_root"] = str(folder)
-    torch.manual_seed(seed)
-    contents: dict[Path, Any] = {}
-    for index, handler in enumerate(parser.get("handlers", [])):
-        if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
-            path = Path(parser.get_parsed_content(f"handlers#{index}#load_path"))
-            states = {k: v.state_dict() for k, v in parser.get_parsed_content(f"handlers#{index}#load_dict").items()}
-            # one object: its bare state dict, as models/model.pt is written by training and read by the loader
-            contents[path] = next(iter(states.values())) if len(states) == 1 else states
-    if "autoencoder_def" in parser:
-        autoencoder = parser.get_parsed_content("autoencoder_def")
-        contents[Path(parser.get_parsed_content("autoencoder_path"))] = autoencoder.state_dict()
-    if "field_scale_file" in parser:
-        contents[Path(parser.get_parsed_content("field_scale_file"))] = {"field_scale": 1.0, "unit": "voxel"}
-    for path in contents:
+    parser = _inference_parser(bundle_dir(str(bundle)), configs)
+    files = _loaded_files(parser)
+    for path, _ in files:
         if path.exists():
             raise FileExistsError(f"{path}: already exists; untrained weights are written only where none are")
-    for path, content in contents.items():
+    torch.manual_seed(seed)
+    for path, source in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(content))
-        else:
-            torch.save(content, path)
-    return list(contents)
+        if source == "field_scale_file":
+            path.write_text(json.dumps({"field_scale": 1.0, "unit": "voxel"}))
+            continue
+        parsed = parser.get_parsed_content(source)
+        states = {k: v.state_dict() for k, v in parsed.items()} if isinstance(parsed, dict) else parsed.state_dict()
+        # one object: its bare state dict, as models/model.pt is written by training and read by the loader
+        torch.save(next(iter(states.values())) if isinstance(parsed, dict) and len(states) == 1 else states, path)
+    return [path for path, _ in files]

@@ -13,7 +13,7 @@ Examples::
     brainsynth generate med_ddpm_brain_mri --masks MASKS/ --num_samples_per_mask 4
     brainsynth evaluate --real DATA/datalist.json --synthetic OUTPUTS/ --metrics diversity,mmd
     brainsynth export med_ddpm_brain_mri --output model.pt2    # torch.export of models/model.pt
-    brainsynth package cdpm_brain_mri --output_dir dist  # -> dist/cdpm_brain_mri_v0.1.0.zip and its .sha256
+    brainsynth package med_ddpm_brain_mri --output_dir dist  # -> dist/med_ddpm_brain_mri_v0.1.0.zip and its .sha256
     brainsynth fetch URL --sha256 HEX --bundle_dir bundles_downloaded --run "[inference.json]"
     .venv-label/bin/brainsynth label --studies studies --port 8000   # MONAI Label server (make install-label)
 
@@ -143,7 +143,7 @@ def evaluate(
     real: str,
     synthetic: str,
     output_dir: str | None = None,
-    metrics: Sequence[str] | str = ("diversity", "mmd", "memorisation", "paired"),
+    metrics: Sequence[str] | str = ("diversity", "mmd", "c2st", "memorisation", "paired", "background", "contrast"),
     fid_weights: str | dict[str, str] | None = None,
     fid_kinds: Sequence[str] | str = ("axial", "coronal", "sagittal", "3d"),
     **options: Any,
@@ -152,9 +152,12 @@ def evaluate(
 
     Args:
         real: a datalist JSON (its training and validation images) or a folder of NIfTI volumes.
-        synthetic: a folder of NIfTI volumes (its ``outputs.json`` when written by a bundle: pairs for ``paired``).
+        synthetic: a folder of NIfTI volumes (its ``outputs.json`` when written by a bundle: pairs for ``paired``,
+            conditioning masks for ``background`` and ``contrast``).
         output_dir: folder for ``metrics.json`` and ``evaluation.png``; default ``<synthetic>_evaluation`` beside it.
-        metrics: comma-separated, from diversity, mmd, fid, memorisation, paired.
+        metrics: comma-separated, from diversity, mmd, fid, c2st (classifier two-sample test: held-out accuracy of
+            a 3D CNN telling real from synthetic, 0.5 = indistinguishable), memorisation, paired, background
+            (intensity outside the head), contrast (tumour-to-brain intensity ratio, for mask-conditioned models).
         fid_weights: local weights of the FID feature networks: one path, or ``"{resnet2d: PATH, medicalnet3d:
             PATH}"`` for 2D and 3D FID (``random-for-testing``: random networks, FID meaningless).
         fid_kinds: comma-separated FID variants: axial, coronal, sagittal (2D network), 3d (MedicalNet).
@@ -193,7 +196,8 @@ def export(
         bundle: bundle name under ``bundles/`` or a bundle folder.
         output: ``.pt2`` file to write.
         configs: config files of the bundle merged in order, e.g. ``inference.json,tiny_cpu.json``.
-        ckpt_file: weights to export; default ``<bundle>/models/model.pt``.
+        ckpt_file: weights to export; default ``<bundle>/models/model.pt``, or ``models/model_<name>.pt`` for a
+            ``<name>_data_format`` (``model_autoencoder.pt``, ``model_registration.pt``).
         max_spatial_size: shrink the example inputs of ``metadata.json`` to at most this size per axis (for networks
             of a smaller config such as ``tiny_cpu.json``).
         net_id: config id of the network, e.g. ``autoencoder_def`` for Medical Diffusion's VQ-GAN.
@@ -244,7 +248,8 @@ def demo(
     tumour_shift: Sequence[int] = (0, -4, 0),
 ) -> str:
     """The main job on demo data: build a small cohort, train a tiny Med-DDPM for a bounded time, shift the
-    tumour of one mask, synthesise the matching MRI with DDIM, and write NIfTI + PNG under ``output_dir``.
+    tumour of one mask, synthesise the matching MRI with the respaced DDPM, and write NIfTI + PNG under
+    ``output_dir``.
 
     At 32³ training starts from the demo weights shipped in the bundle (``models/demo/``, trained on this very
     demo cohort with the command in the bundle README) unless ``from_scratch``: a few CPU minutes from scratch
@@ -261,7 +266,7 @@ def demo(
         learning_rate: constant Adam learning rate. The paper's 1e-5 (then 1e-6) suits 100k iterations; a few
             thousand CPU iterations need a larger one.
         ema_decay: EMA decay (the paper's 0.995 suits 100k iterations).
-        num_inference_steps: DDIM steps when generating.
+        num_inference_steps: steps of the respaced DDPM when generating (50 matches the full 250-step chain).
         tumour_shift: voxels to shift the tumour by along (X, Y, Z) in RAS (default: 4 voxels posterior).
     """
     out = Path(output_dir)
@@ -300,7 +305,7 @@ def demo(
             output_dir=str(out / name),
             tumour_shift=shift,
             num_samples_per_mask=1,
-            sampler="ddim",
+            sampler="ddpm",
             num_inference_steps=num_inference_steps,
             seed=0,
             **common_overrides,
@@ -322,16 +327,26 @@ def demo(
     return summary
 
 
-def package(bundle: str, output_dir: str = "dist", weights_base_url: str | None = None) -> str:
-    """Write a self-contained bundle archive (configs, docs, weights or large_files.yml, and ``common/``).
+def package(
+    bundle: str, output_dir: str = "dist", weights_base_url: str | None = None, allow_no_weights: bool = False
+) -> str:
+    """Write a self-contained bundle archive (LICENSE, configs, docs, weights or large_files.yml, and ``common/``).
+
+    Prints the archive, its SHA-256, which weights it carries (trained, the demo weights, or none) and whether it
+    passes the MONAI model-zoo's rules for a submitted bundle (``common.packaging.check_model_zoo_rules``).
 
     Args:
         bundle: bundle name or folder.
         output_dir: folder of the archive and its ``.sha256``.
         weights_base_url: publish the weights separately at this URL (listed in ``large_files.yml``).
+        allow_no_weights: package a bundle that has not been trained (refused otherwise).
     """
-    packaged = package_bundle(bundle, output_dir, weights_base_url)
-    print(f"{packaged.archive}\nSHA-256 {packaged.sha256}")
+    packaged = package_bundle(bundle, output_dir, weights_base_url, allow_no_weights)
+    print(f"{packaged.archive}\nSHA-256 {packaged.sha256}\nWeights: {packaged.weights}")
+    if packaged.zoo_problems:
+        print("Model-zoo rules: not met\n" + "\n".join(f"  - {problem}" for problem in packaged.zoo_problems))
+    else:
+        print("Model-zoo rules: met (files, version and changelog, metadata schema)")
     return str(packaged.archive)
 
 
@@ -365,6 +380,8 @@ def label(
     configs: Sequence[str] | str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    sampler: str = "ddpm",
+    num_inference_steps: int = 50,
 ) -> None:
     """Serve the bundles to MONAI Label viewers (3D Slicer, OHIF); needs the ``label`` extra (``make install-label``).
 
@@ -377,10 +394,15 @@ def label(
         bundles: bundle names or folders, e.g. ``med_ddpm_brain_mri,cdpm_brain_mri``; default every bundle.
         configs: config files of each bundle's inference, default ``inference.json``.
         host / port: where the server listens; ``0.0.0.0`` to accept other machines.
+        sampler / num_inference_steps: default sampling of every request (respaced DDPM, 50 steps); a request may
+            ask for others.
     """
     Path(studies).mkdir(parents=True, exist_ok=True)
     app = write_app_dir(app_dir)
-    command = start_server_command(app, studies, _as_list(bundles or []), _as_list(configs or []), host, port)
+    command = start_server_command(
+        app, studies, _as_list(bundles or []), _as_list(configs or []), host, port,
+        sampler=sampler, num_inference_steps=num_inference_steps,
+    )  # fmt: skip
     subprocess.run(command, check=True)
 
 

@@ -15,7 +15,9 @@ Several networks: ``network_data_format`` describes the bundle's main network (c
 further network has its own top-level ``<name>_data_format`` entry, the MONAI schema's convention for several
 networks (e.g. ``autoencoder_data_format`` for Medical Diffusion's VQ-GAN ``autoencoder_def``,
 ``registration_data_format`` for DiffuseMorph's ``network_def`` of ``train_registration.json``); pass it as
-``data_format`` to :func:`export_network`. Outputs are listed in the order the network returns them.
+``data_format`` to :func:`export_network`. Outputs are listed in the order the network returns them. Weights are named
+as in the MONAI model zoo (:func:`weights_file`): ``models/model.pt`` for the main network, ``models/model_<name>.pt``
+for the network of ``<name>_data_format`` (``model_autoencoder.pt``, ``model_registration.pt``).
 
 Tensor layouts: an entry of a data format may give ``"layout"``, the axes of the whole tensor in order,
 e.g. ``"B K C X Y"`` for cDPM's slice sets, ``"B"`` for one timestep per sample or ``""`` for a 0-d tensor (a loss).
@@ -101,6 +103,20 @@ def example_inputs(
     )
 
 
+def weights_file(bundle: str | Path, data_format: str = "network_data_format") -> Path:
+    """The weights of the network that a metadata entry describes, named as in the MONAI model zoo.
+
+    ``<bundle>/models/model.pt`` for ``network_data_format``, ``<bundle>/models/model_<name>.pt`` for
+    ``<name>_data_format`` (e.g. ``model_autoencoder.pt`` for ``autoencoder_data_format``).
+    """
+    folder = bundle_dir(str(bundle))
+    if data_format == "network_data_format":
+        return folder / "models" / "model.pt"
+    if not data_format.endswith("_data_format") or data_format == "_data_format":
+        raise ValueError(f"{data_format!r}: a metadata entry is network_data_format or <name>_data_format")
+    return folder / "models" / f"model_{data_format.removesuffix('_data_format')}.pt"
+
+
 def load_network(
     bundle: str | Path,
     configs: Sequence[str] = ("inference.json",),
@@ -146,14 +162,15 @@ def export_network(
         bundle: bundle name or folder.
         output: file to write (never one of the bundle's inputs).
         configs: config files of the bundle merged in order; they define ``net_id``.
-        ckpt_file: weights (a state dict, e.g. ``models/model.pt``); default ``<bundle>/models/model.pt``.
+        ckpt_file: weights (a state dict); default :func:`weights_file` of ``data_format``, e.g.
+            ``<bundle>/models/model.pt``, or ``<bundle>/models/model_autoencoder.pt`` for ``autoencoder_data_format``.
         max_spatial_size: shrink the metadata's spatial sizes to at most this, e.g. for tiny-config networks.
         net_id: config id of the network.
         data_format: metadata entry describing that network: ``network_data_format`` or ``<name>_data_format``.
         overrides: config values, e.g. ``spatial_size=[32, 32, 16]``.
     """
     folder = bundle_dir(str(bundle))
-    ckpt_file = Path(ckpt_file) if ckpt_file is not None else folder / "models" / "model.pt"
+    ckpt_file = Path(ckpt_file) if ckpt_file is not None else weights_file(folder, data_format)
     if not ckpt_file.is_file():
         raise FileNotFoundError(f"{ckpt_file}: no weights to export; train the bundle or pass ckpt_file")
     output = Path(output)

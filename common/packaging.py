@@ -1,11 +1,16 @@
 """Package a bundle folder as a self-contained MONAI bundle archive, and fetch one back from a URL by checksum.
 
-An archive ``<name>_v<version>.zip`` holds one top folder ``<name>/`` with the bundle's ``configs/``, ``docs/`` and
-``models/`` (weights, or a ``large_files.yml`` listing their URLs and SHA-256 sums) plus a copy of this repository's
-``common/`` package. Bundle configs ``$import common``; ``python -m monai.bundle run`` started in the unpacked
-folder puts that folder first on ``sys.path``, so the archive runs on the exact library code it was packaged with,
-in an environment that only has the third-party packages its ``metadata.json`` lists. (Listing this repository
-as a pip requirement instead would tie every downloaded bundle to a package that is not on PyPI.)
+An archive ``<name>_v<version>.zip`` holds one top folder ``<name>/`` with the bundle's ``LICENSE``, ``configs/``,
+``docs/`` and ``models/`` (weights, or a ``large_files.yml`` listing their URLs and SHA-256 sums) plus a copy of this
+repository's ``common/`` package. Weights follow the MONAI model-zoo's names: ``models/model.pt`` for the network
+inference samples with, ``models/model_<stage>.pt`` for a bundle's further networks (``model_autoencoder.pt``).
+Bundle configs ``$import common``; ``python -m monai.bundle run`` started in the unpacked folder puts that folder
+first on ``sys.path``, so the archive runs on the exact library code it was packaged with, in an environment that
+only has the third-party packages its ``metadata.json`` lists. (Listing this repository as a pip requirement
+instead would tie every downloaded bundle to a package that is not on PyPI.)
+
+:func:`check_model_zoo_rules` applies, offline, the rules that the MONAI model-zoo's CI checks on a submitted
+bundle (necessary and preferred files, version in the changelog, the metadata schema, the zoo's file-size limit).
 """
 
 from __future__ import annotations
@@ -23,27 +28,54 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import jsonschema
+import torch
 import yaml
 from monai.apps.utils import download_url
 from monai.bundle.scripts import download_large_files
 
 from common.bundle_runner import bundle_dir as resolve_bundle_dir
+from common.bundle_runner import inference_files
 
 COMMON_DIR = Path(__file__).resolve().parent
 #: Bundle sub-folders that travel in an archive.
 BUNDLE_PARTS = ("configs", "docs", "models")
+#: Files at a bundle's root that travel in an archive.
+BUNDLE_FILES = ("LICENSE",)
+#: Sub-folder of ``models/`` with demo training checkpoints (``checkpoint_demo_*.pt``), never packaged as such: a
+#: bundle without trained weights is packaged with the EMA network of its demo checkpoint as ``models/model.pt``.
+DEMO_DIR = "demo"
 #: Files never packaged: training checkpoints (resume state, not release weights) and Python caches.
 EXCLUDED_PATTERNS = ("checkpoint_*.pt", "*_checkpoints", "__pycache__", "*.pyc")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
 LARGE_FILES = "large_files.yml"
+#: MONAI's bundle metadata schema, kept in ``common`` so that metadata is checked offline.
+SCHEMA_FILE = COMMON_DIR / "data" / "monai_schema" / "meta_schema_20240725.json"
+#: The model-zoo's rules: files a bundle must have, files it should have (``models/model.pt`` may instead be listed
+#: in its large-files config), the hash types a large-files entry may name, and the largest file it accepts.
+ZOO_NECESSARY_FILES = ("configs/metadata.json", "LICENSE")
+ZOO_WEIGHTS = "models/model.pt"
+ZOO_CONFIG_SUFFIXES = ("json", "yaml", "yml")
+ZOO_HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
+ZOO_MAX_FILE_BYTES = 25 * 2**20
 
 
 @dataclass(frozen=True)
 class PackagedBundle:
-    """An archive written by :func:`package_bundle` and the SHA-256 to publish with it."""
+    """An archive written by :func:`package_bundle`, the SHA-256 to publish with it, and what it carries.
+
+    Attributes:
+        archive: the ``.zip`` file.
+        sha256: its SHA-256.
+        weights: one line on the weights inside: trained, demo or none.
+        zoo_problems: the archive's bundle against the model-zoo rules (:func:`check_model_zoo_rules`); empty if
+            it passes them.
+    """
 
     archive: Path
     sha256: str
+    weights: str
+    zoo_problems: tuple[str, ...]
 
 
 def sha256_of(path: str | Path) -> str:
@@ -55,8 +87,39 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_tree(source: Path, target: Path) -> None:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*EXCLUDED_PATTERNS))
+def _copy_tree(source: Path, target: Path, *excluded: str) -> None:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*EXCLUDED_PATTERNS, *excluded))
+
+
+def _complete_weights(source: Path, root: Path, allow_no_weights: bool) -> str:
+    """Check that the staged bundle ``root`` has every file its inference loads; the line saying which weights.
+
+    Where only ``models/model.pt`` is missing and the bundle ``source`` has a demo checkpoint
+    (``models/demo/checkpoint_demo_*.pt``), that checkpoint's EMA network becomes ``models/model.pt``.
+
+    Raises:
+        FileNotFoundError: files are missing and ``allow_no_weights`` is false.
+        ValueError: the bundle has several demo checkpoints.
+    """
+    loaded = [path.relative_to(root).as_posix() for path in inference_files(root)]
+    missing = [name for name in loaded if not (root / name).is_file()]
+    if not missing:
+        return f"trained weights: {', '.join(loaded)}"
+    demos = sorted((source / "models" / DEMO_DIR).glob("checkpoint_demo_*.pt"))
+    if missing == [ZOO_WEIGHTS] and demos:
+        if len(demos) > 1:
+            raise ValueError(f"{source}: several demo checkpoints {[p.name for p in demos]}; keep one")
+        torch.save(torch.load(demos[0], map_location="cpu", weights_only=True)["ema"], root / ZOO_WEIGHTS)
+        return (
+            f"demo weights: {ZOO_WEIGHTS} is the EMA network of {demos[0].relative_to(source).as_posix()}, "
+            "trained on the synthetic demo cohort only (see docs/README.md)"
+        )
+    if not allow_no_weights:
+        raise FileNotFoundError(
+            f"{source}: no {', '.join(missing)}, which its inference loads; train the bundle first, or pass "
+            "allow_no_weights to package it without (the model zoo expects models/model.pt)"
+        )
+    return f"no weights: {', '.join(missing)} missing; the archive runs only after training"
 
 
 def _move_weights_to_large_files(root: Path, weights_dir: Path, base_url: str) -> None:
@@ -78,9 +141,17 @@ def _move_weights_to_large_files(root: Path, weights_dir: Path, base_url: str) -
 
 
 def package_bundle(
-    bundle: str | Path, output_dir: str | Path = "dist", weights_base_url: str | None = None
+    bundle: str | Path,
+    output_dir: str | Path = "dist",
+    weights_base_url: str | None = None,
+    allow_no_weights: bool = False,
 ) -> PackagedBundle:
     """Write ``<output_dir>/<name>_v<version>.zip`` (and ``.sha256``) from a bundle folder.
+
+    The archive carries every file the bundle's ``inference.json`` loads (``models/model.pt``, and
+    ``models/model_autoencoder.pt`` or ``models/field_scale.json`` where a bundle needs them). A bundle without
+    trained ``models/model.pt`` but with a demo checkpoint (``models/demo/checkpoint_demo_*.pt``) gets that
+    checkpoint's EMA network as ``models/model.pt``. Training checkpoints are never packaged.
 
     Args:
         bundle: bundle name (folder under ``bundles/``) or path to a bundle folder.
@@ -88,12 +159,16 @@ def package_bundle(
         weights_base_url: leave the weights out of the archive and list them in ``large_files.yml`` with the URL
             ``<weights_base_url>/models/...`` and their SHA-256; the files are written under
             ``<output_dir>/<name>_v<version>_weights/models/...``, ready to upload to that URL.
+        allow_no_weights: package a bundle that lacks files its inference loads (the archive then fails the
+            model-zoo rules, and its inference runs only after training) instead of refusing to.
 
     Returns:
-        the archive and its SHA-256 (also written to ``<archive>.sha256`` in ``sha256sum`` format).
+        the archive, its SHA-256 (also written to ``<archive>.sha256`` in ``sha256sum`` format), which weights it
+        carries and its problems against the model-zoo rules.
 
     Raises:
         FileExistsError: if the archive already exists (a published archive is never overwritten).
+        FileNotFoundError: if weights are missing and ``allow_no_weights`` is false.
     """
     source = resolve_bundle_dir(str(bundle))
     name = source.name
@@ -107,18 +182,123 @@ def package_bundle(
         root = Path(staging) / name
         for part in BUNDLE_PARTS:
             if (source / part).is_dir():
-                _copy_tree(source / part, root / part)
+                _copy_tree(source / part, root / part, *([DEMO_DIR] if part == "models" else []))
+        for file in BUNDLE_FILES:
+            if (source / file).is_file():
+                shutil.copy2(source / file, root / file)
         (root / "models").mkdir(exist_ok=True)
         _copy_tree(COMMON_DIR, root / "common")
+        weights = _complete_weights(source, root, allow_no_weights)
         if weights_base_url is not None:
             weights_dir = output_dir / f"{name}_v{version}_weights"
             weights_dir.mkdir(exist_ok=True)
             _move_weights_to_large_files(root, weights_dir, weights_base_url)
+        zoo_problems = tuple(check_model_zoo_rules(root))
         partial = Path(shutil.make_archive(str(Path(staging) / "archive"), "zip", root_dir=staging, base_dir=name))
         os.replace(partial, archive)
     digest = sha256_of(archive)
     Path(f"{archive}.sha256").write_text(f"{digest}  {archive.name}\n")
-    return PackagedBundle(archive, digest)
+    return PackagedBundle(archive, digest, weights, zoo_problems)
+
+
+def _zoo_config_file(folder: Path, stem: str) -> tuple[Path | None, list[str]]:
+    """The config ``<stem>.json|yaml|yml`` in ``folder`` as the model zoo finds it; problems if there are several."""
+    found = [folder / f"{stem}.{suffix}" for suffix in ZOO_CONFIG_SUFFIXES if (folder / f"{stem}.{suffix}").is_file()]
+    if len(found) > 1:
+        return None, [f"several {stem} configs ({', '.join(p.name for p in found)}): keep one"]
+    return (found[0] if found else None), []
+
+
+def _large_files_problems(folder: Path) -> tuple[set[str], list[str]]:
+    """The paths that the bundle's large-files config lists, and its problems (entries without path or URL,
+    unknown hash types)."""
+    config, problems = _zoo_config_file(folder, "large_files")
+    if config is None:
+        return set(), problems
+    try:
+        entries = (yaml.safe_load(config.read_text()) or {}).get("large_files")
+    except (yaml.YAMLError, AttributeError) as error:
+        return set(), [f"{config.name} is not a mapping with a 'large_files' list ({error})"]
+    if not isinstance(entries, list):
+        return set(), [f"{config.name} has no 'large_files' list"]
+    listed = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("path") or not entry.get("url"):
+            problems.append(f"{config.name}: entry {index} needs a 'path' and a 'url'")
+            continue
+        listed.add(PurePosixPath(entry["path"]).as_posix())
+        hash_type = str(entry.get("hash_type") or "").lower()
+        if hash_type and hash_type not in ZOO_HASH_TYPES:
+            problems.append(f"{config.name}: hash_type {hash_type!r} of {entry['path']} is not one of {ZOO_HASH_TYPES}")
+    return listed, problems
+
+
+def _metadata_problems(meta_file: Path, schema_file: Path) -> list[str]:
+    """``version`` and ``changelog`` of ``configs/metadata.json``, and the file against MONAI's schema."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as error:
+        return [f"configs/metadata.json is not valid JSON ({error})"]
+    problems = [f"configs/metadata.json has no '{key}'" for key in ("version", "changelog") if key not in meta]
+    changelog = meta.get("changelog")
+    if "version" in meta and isinstance(changelog, dict) and meta["version"] not in changelog:
+        problems.append(f"version {meta['version']} of configs/metadata.json is missing from its changelog")
+    if PurePosixPath(str(meta.get("schema", ""))).name != schema_file.name:
+        problems.append(
+            f"configs/metadata.json names the schema {meta.get('schema')!r}, not {schema_file.name}, the one that"
+            " can be checked offline"
+        )
+    elif not schema_file.is_file():
+        problems.append(f"{schema_file}: the schema to check configs/metadata.json against is missing")
+    else:  # what ``monai.bundle verify_metadata`` does with a schema file at hand, without its download machinery
+        try:
+            jsonschema.validate(instance=meta, schema=json.loads(schema_file.read_text()))
+        except jsonschema.ValidationError as error:
+            where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+            problems.append(f"configs/metadata.json fails the schema {schema_file.name} at {where}: {error.message}")
+    return problems
+
+
+def check_model_zoo_rules(bundle: str | Path, schema_file: str | Path = SCHEMA_FILE) -> list[str]:
+    """The problems of a bundle folder against the MONAI model-zoo's rules for a submitted bundle; empty if none.
+
+    The rules (those of the zoo's CONTRIBUTING guide and per-bundle CI, written out here, and checked offline):
+
+    - necessary files: ``configs/metadata.json`` and ``LICENSE`` at the bundle's root;
+    - preferred files: ``models/model.pt`` (in the folder, or listed with its URL in ``large_files.yml``, ``.yaml``
+      or ``.json``, whose entries each need a ``path`` and a ``url``, and a ``hash_type`` among md5, sha1, sha256,
+      sha512 if any) and an inference config ``configs/inference.json`` (or ``.yaml``, ``.yml``);
+    - ``metadata.json`` has ``version`` and ``changelog``, the version is a key of the changelog, and the file
+      passes MONAI's metadata schema (the local copy ``schema_file``, which ``metadata.json``'s ``schema`` must name);
+    - no file above 25 MiB: larger ones go to ``large_files.yml``.
+
+    Not checked: that the version is new to the zoo (its list of published bundles), the zoo's code style checks of
+    Python files, and the optional checks the zoo skips for its own generative bundles (network input/output shapes
+    with ``verify_net_in_out`` and TorchScript export, which diffusion networks taking timesteps do not support).
+
+    Args:
+        bundle: the bundle folder (e.g. an unpacked archive's ``<name>/``).
+        schema_file: MONAI's metadata schema, read from disk (never downloaded).
+    """
+    folder = Path(bundle)
+    problems = [f"necessary file {name} is missing" for name in ZOO_NECESSARY_FILES if not (folder / name).is_file()]
+    listed, large_files_problems = _large_files_problems(folder)
+    problems += large_files_problems
+    if not (folder / ZOO_WEIGHTS).is_file() and ZOO_WEIGHTS not in listed:
+        problems.append(f"preferred file {ZOO_WEIGHTS} is missing, and no large_files.yml lists it")
+    inference, inference_problems = _zoo_config_file(folder / "configs", "inference")
+    problems += inference_problems
+    if inference is None and not inference_problems:
+        problems.append("preferred file configs/inference.json (or .yaml, .yml) is missing")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.stat().st_size > ZOO_MAX_FILE_BYTES:
+            problems.append(
+                f"{path.relative_to(folder).as_posix()} is {path.stat().st_size / 2**20:.1f} MiB, above the zoo's"
+                " 25 MiB per file: publish it through large_files.yml (brainsynth package --weights_base_url)"
+            )
+    if (folder / "configs" / "metadata.json").is_file():
+        problems += _metadata_problems(folder / "configs" / "metadata.json", Path(schema_file))
+    return problems
 
 
 def _check_members(archive: Path, url: str) -> str:

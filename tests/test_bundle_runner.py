@@ -17,7 +17,7 @@ TINY = ["inference.json", "tiny_cpu.json"]
 LOADED = {
     "cdpm_brain_mri": ["models/model.pt"],
     "med_ddpm_brain_mri": ["models/model.pt"],
-    "medical_diffusion_brain_mri": ["models/model.pt", "models/autoencoder.pt"],
+    "medical_diffusion_brain_mri": ["models/model.pt", "models/model_autoencoder.pt"],
     "diffusemorph_brain_mri": ["models/model.pt", "models/field_scale.json"],
 }
 

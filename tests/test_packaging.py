@@ -131,7 +131,7 @@ def test_archive_holds_configs_docs_weights_and_common_but_no_checkpoints(publis
     with zipfile.ZipFile(published["archive"]) as archive:
         names = set(archive.namelist())
     assert published["archive"].name == f"{BUNDLE}_v0.1.0.zip"
-    for expected in ("configs/inference.json", "configs/metadata.json", "docs/README.md", "models/model.pt"):
+    for expected in ("LICENSE", "configs/inference.json", "configs/metadata.json", "docs/README.md", "models/model.pt"):
         assert f"{BUNDLE}/{expected}" in names
     assert f"{BUNDLE}/common/__init__.py" in names and f"{BUNDLE}/common/packaging.py" in names
     assert not [name for name in names if "checkpoint_" in name or "__pycache__" in name]

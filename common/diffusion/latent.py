@@ -24,8 +24,8 @@ class VQLatentCodec(nn.Module):
 
     Args:
         autoencoder: a ``monai.networks.nets.VQVAE`` (e.g. ``common.networks.make_vqgan_autoencoder``).
-        weights: its trained weights (the ``models/autoencoder.pt`` written by ``configs/train_autoencoder.json``),
-            or ``None`` if ``autoencoder`` is trained already.
+        weights: its trained weights (the ``models/model_autoencoder.pt`` written by
+            ``configs/train_autoencoder.json``), or ``None`` if ``autoencoder`` is trained already.
 
     Raises:
         FileNotFoundError: naming ``weights`` when the file does not exist.

@@ -140,13 +140,26 @@ class StagedSliceSampler(SeededSampler):
         plane = [size for axis, size in enumerate(self.spatial_size) if axis != self.axis]
         volume = torch.zeros(batch, depth, self.image_channels, *plane, device=device)
         for conditions, targets in tqdm(self.plan(depth), desc="stages", disable=not self.verbose):
-            volume[:, targets] = self._generate_stage(network, volume[:, conditions], conditions, targets)
+            volume[:, targets] = self.generate_stage(network, volume[:, conditions], conditions, targets)
         return volume.movedim(1, 2 + self.axis)  # (B, D, C, H, W) -> (B, C, X, Y, Z)
 
-    def _generate_stage(
+    @torch.no_grad()
+    def generate_stage(
         self, network: SliceNetwork, condition_slices: torch.Tensor, conditions: list[int], targets: list[int]
     ) -> torch.Tensor:
-        """Denoise the ``targets`` slices (B, n_targets, C, H, W) from noise given the clean condition slices."""
+        """Generate the slices at indices ``targets`` from noise, given the clean slices at indices ``conditions``.
+
+        One stage of :meth:`sample`; called alone it generates any slices, e.g. an unconditioned set at any depth
+        (``benchmarks/cdpm_slice_position.py``). Draws from the global random state.
+
+        Args:
+            network: the slice-set network.
+            condition_slices: (B, len(conditions), C, H, W); (B, 0, C, H, W) for none.
+            conditions / targets: slice indices of the condition and of the generated slices.
+
+        Returns:
+            (B, len(targets), C, H, W) generated slices.
+        """
         batch, num_conditions, device = condition_slices.shape[0], len(conditions), condition_slices.device
         indices = torch.as_tensor(conditions + targets, device=device).expand(batch, -1)
         roles = torch.as_tensor([CONDITION] * num_conditions + [TARGET] * len(targets), device=device)

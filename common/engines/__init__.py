@@ -7,6 +7,7 @@ from .checkpoint import (
     unwrap,
 )
 from .distributed import handlers_for_rank, init_process_group, local_device, wrap_ddp
+from .ema import DelayedEMAHandler
 from .field_writer import GeneratedFieldWriter
 from .prepare_batch import (
     ConcatDiffusionPrepareBatch,
@@ -22,6 +23,7 @@ __all__ = [
     "CheckpointSaver",
     "ConcatDiffusionPrepareBatch",
     "ConditionOnlyPrepareBatch",
+    "DelayedEMAHandler",
     "DiffuseMorphIteration",
     "GeneratedFieldWriter",
     "GeneratedVolumeWriter",

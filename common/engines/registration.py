@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from monai.engines.utils import IterationEvents
 from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 from monai.networks.blocks import Warp
 from monai.networks.schedulers import Scheduler
+from monai.transforms import Randomizable
 from monai.utils import CommonKeys, convert_to_tensor
 
 from common.networks.diffusemorph import DiffuseMorph
@@ -32,6 +34,12 @@ class DiffuseMorphIteration:
     for TensorBoard; run the trainer with ``decollate=False`` so this dict stays whole), the subject as ``image``
     and the warped template as ``pred``.
 
+    With ``augmentation``, each (template, subject) pair is first stacked as a 2-channel volume (2, X, Y, Z) and
+    transformed by it, so a random flip or rotation moves both images alike, as the DiffuseMorph reference code
+    augments its (moving, fixed) pairs. A MONAI ``Randomizable`` augmentation is seeded from torch's generator
+    when the iteration is built (as MONAI's ``DataLoader`` seeds its transforms), so ``set_determinism`` and a
+    per-process seed apply to it.
+
     Args:
         template: moving image (1, X, Y, Z) or (1, 1, X, Y, Z) in [0, 1].
         scheduler: noise scheduler of the score network's training (paper: linear beta 1e-6 to 1e-2, T = 2000).
@@ -40,6 +48,8 @@ class DiffuseMorphIteration:
             reference code applies its lambda to both terms, i.e. 1 here).
         kernel_size: LNCC window side in voxels (9 as in VoxelMorph and the reference code).
         image_key: batch key of the subject.
+        augmentation: spatial transform of a channel-first pair (2, X, Y, Z), e.g. MONAI ``RandFlip`` and
+            ``RandRotate90`` in a ``Compose``; it must keep the shape. ``None`` for no augmentation.
     """
 
     def __init__(
@@ -50,6 +60,7 @@ class DiffuseMorphIteration:
         lambda_smooth: float = 1.0,
         kernel_size: int = 9,
         image_key: str = CommonKeys.IMAGE,
+        augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         template = convert_to_tensor(template, dtype=torch.float32, track_meta=False)
         self.template = template if template.ndim == 5 else template[None]
@@ -61,12 +72,35 @@ class DiffuseMorphIteration:
         self.smoothness = DiffusionLoss()
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.image_key = image_key
+        self.augmentation = augmentation
+        if isinstance(augmentation, Randomizable):
+            augmentation.set_random_state(seed=int(torch.randint(2**31 - 1, ()).item()))
+
+    def augment(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs (B, 1, X, Y, Z) of ``moving`` and ``fixed`` images, each pair transformed by ``augmentation``.
+
+        Raises:
+            ValueError: if the augmentation changed a pair's shape (a 90° rotation of a non-square plane).
+        """
+        if self.augmentation is None:
+            return moving, fixed
+        pairs = []
+        for pair in torch.cat([moving, fixed], dim=1):
+            augmented = convert_to_tensor(self.augmentation(pair), track_meta=False)
+            if augmented.shape != pair.shape:
+                raise ValueError(
+                    f"augmentation changed the pair's shape {tuple(pair.shape)} to {tuple(augmented.shape)}; "
+                    "rotate only planes whose two sizes are equal"
+                )
+            pairs.append(augmented)
+        stacked = torch.stack(pairs)
+        return stacked[:, :1], stacked[:, 1:]
 
     def losses(
         self, engine: SupervisedTrainer, fixed: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Total loss, its parts and the warped template (B, 1, X, Y, Z) for subjects ``fixed`` (B, 1, X, Y, Z)."""
-        moving = self.template.to(fixed).expand_as(fixed)
+        moving, fixed = self.augment(self.template.to(fixed).expand_as(fixed), fixed)
         noise = torch.randn_like(fixed)
         timesteps = torch.randint(0, self.scheduler.num_train_timesteps, (fixed.shape[0],), device=fixed.device)
         noisy = self.scheduler.add_noise(DiffuseMorph.to_model_range(fixed), noise, timesteps)  # network may be DDP

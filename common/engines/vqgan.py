@@ -24,14 +24,17 @@ class VQGANIteration:
 
         ``l1_weight`` * L1(x̂, x) + commitment loss + ``perceptual_weight`` * LPIPS(x̂_s, x_s)
         + [after ``adversarial_start`` iterations]  sum_d w_d * (-mean D_d(x̂_d)
-        + ``feature_matching_weight`` * mean_l L1(D_d^l(x̂_d), D_d^l(x_d)))
+        + ``feature_matching_weight`` * sum_l L1(D_d^l(x̂_d), D_d^l(x_d)))
 
     where x_s is one random depth slice per volume (B, C, X, Y), d runs over the slice-wise 2D discriminator (fed
-    x_s) and the 3D discriminator (fed the volume), D^l are a discriminator's intermediate features and w_d its
-    weight. The codebook is updated by its EMA inside the forward pass; the commitment loss and the
-    straight-through estimator are the quantizer's. After ``adversarial_start`` iterations, a discriminator step
-    then minimises sum_d w_d * (hinge(D_d(x_d), real) + hinge(D_d(x̂_d), fake)) / 2 with
-    ``PatchAdversarialLoss(criterion="hinge")``. Both steps clip the gradient norm to ``max_grad_norm``.
+    x_s) and the 3D discriminator (fed the volume), D^l are a discriminator's intermediate features (all outputs
+    but the logits; L1 is the mean absolute difference of one layer's features) and w_d its weight. The
+    feature-matching term sums over the layers, as the reference code does (its per-layer factor 4 / (3 + 1) is 1
+    for the 3-layer discriminators; it switches a discriminator's term on when w_d > 0 rather than scaling it by
+    w_d, the same for the paper's weights 1 and 1). The codebook is updated by its EMA inside the forward pass;
+    the commitment loss and the straight-through estimator are the quantizer's. After ``adversarial_start``
+    iterations, a discriminator step then minimises sum_d w_d * (hinge(D_d(x_d), real) + hinge(D_d(x̂_d), fake)) / 2
+    with ``PatchAdversarialLoss(criterion="hinge")``. Both steps clip the gradient norm to ``max_grad_norm``.
 
     The L1 loss is the trainer's ``loss_function`` and the generator optimiser its ``optimizer``. The iteration
     returns (as ``engine.state.output``; use ``decollate=False``) the detached scalars ``"loss"`` (generator
@@ -106,7 +109,7 @@ class VQGANIteration:
             adversarial = adversarial - weight * fake_features[-1].mean()
             pairs = zip(fake_features[:-1], real_features[:-1], strict=True)
             layers = [torch.nn.functional.l1_loss(f, r) for f, r in pairs]
-            matching = matching + weight * torch.stack(layers).mean()
+            matching = matching + weight * torch.stack(layers).sum()
         return {"adversarial": adversarial, "feature_matching": self.feature_matching_weight * matching}
 
     def _discriminator_loss(

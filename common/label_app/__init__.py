@@ -36,6 +36,8 @@ def start_server_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     python: str | Path | None = None,
+    sampler: str = "ddpm",
+    num_inference_steps: int = 50,
 ) -> list[str]:
     """``python -m monailabel.main start_server`` with the app and its options (see :mod:`common.label_app.main`).
 
@@ -46,6 +48,9 @@ def start_server_command(
         configs: config files merged into each bundle's inference, default ``inference.json``.
         host / port: where the server listens.
         python: interpreter of the environment that has MONAI Label; default this one, which must have it.
+        sampler / num_inference_steps: every task's default sampling (a request may ask for others): the respaced
+            DDPM at 50 steps, the fast sampler measured to match the full chain (see the bundles' READMEs); a bundle
+            whose T is smaller samples all its T steps.
 
     Raises:
         ModuleNotFoundError: when ``python`` is this interpreter and MONAI Label is not installed in it.
@@ -63,6 +68,7 @@ def start_server_command(
         command += ["--conf", "bundles", ",".join(str(bundle) for bundle in bundles)]
     if configs:
         command += ["--conf", "configs", ",".join(configs)]
+    command += ["--conf", "sampler", sampler, "--conf", "num_inference_steps", str(num_inference_steps)]
     return command
 
 

@@ -6,6 +6,8 @@ Options (``--conf KEY VALUE``):
   repository that has a ``configs/inference.json``.
 - ``configs``: comma-separated config files merged into every bundle's inference config, default
   ``inference.json`` (e.g. ``inference.json,tiny_cpu.json`` for the tiny CPU models of the tests).
+- ``sampler``, ``num_inference_steps``: every task's default sampling, default ``ddpm`` and ``50`` (the respaced
+  DDPM; at most each bundle's T). A request may ask for another sampler or step count.
 
 Each task is named after its bundle folder: ``POST /infer/med_ddpm_brain_mri`` with the drawn label volume as
 ``label`` returns the synthesised MRI; ``POST /infer/cdpm_brain_mri`` (or any unconditional bundle) returns a new
@@ -38,6 +40,10 @@ class BrainSynthApp(MONAILabelApp):
             str(p) for p in BUNDLES_DIR.glob("*") if (p / "configs" / "inference.json").is_file()
         )
         self.configs = _conf_list(conf.get("configs")) or ["inference.json"]
+        self.sampling = {
+            "sampler": conf.get("sampler", "ddpm"),
+            "num_inference_steps": conf.get("num_inference_steps", "50"),
+        }
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -48,7 +54,8 @@ class BrainSynthApp(MONAILabelApp):
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        tasks = [BundleSynthesisTask(bundle, self.configs) for bundle in self.bundles]
+        sampler, steps = self.sampling["sampler"], int(self.sampling["num_inference_steps"])
+        tasks = [BundleSynthesisTask(bundle, self.configs, sampler, steps) for bundle in self.bundles]
         return {task.bundle_root.name: task for task in tasks}
 
     def infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:

@@ -48,11 +48,18 @@ class BundleSynthesisTask(InferTask):
         bundle: bundle name under ``bundles/`` or path of a bundle folder (e.g. a downloaded archive, unpacked).
         configs: config files under the bundle's ``configs/``, merged in order, e.g.
             ``("inference.json", "tiny_cpu.json")``.
+        sampler / num_inference_steps: default sampling of a request, at most the bundle's T steps; ``None``
+            keeps the configs' own.
         description: shown in the viewer; default the bundle's metadata ``name``.
     """
 
     def __init__(
-        self, bundle: str | Path, configs: Sequence[str] = ("inference.json",), description: str | None = None
+        self,
+        bundle: str | Path,
+        configs: Sequence[str] = ("inference.json",),
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        description: str | None = None,
     ) -> None:
         self.bundle_root = bundle_dir(str(bundle))
         self.configs = list(configs)
@@ -64,6 +71,10 @@ class BundleSynthesisTask(InferTask):
         self.num_train_timesteps = int(parser.get_parsed_content("num_train_timesteps"))
         options = SAMPLING_PARAMS + (MASK_EDIT_PARAMS if self.label_to_image else ())
         defaults = {key: parser.config[key] for key in options if key in parser.config}
+        if sampler is not None:
+            defaults["sampler"] = sampler
+        if num_inference_steps is not None:
+            defaults["num_inference_steps"] = min(num_inference_steps, self.num_train_timesteps)
         super().__init__(
             type=InferType.OTHERS,
             labels=None,

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding, zero_module
 from torch import nn
 
 from common.networks.slice_attention import SliceLayout, add_slice_attention
 from common.networks.unet2d import diffusion_unet_2d
 from common.transforms.slice_sets import CONDITION, PADDING
+
+
+class SlicePositionEmbedding(nn.Module):
+    """Embedding of the absolute slice index of every slice, to be added to its time embedding.
+
+    Indices (N,) are encoded with the sinusoids of the diffusion time embedding
+    (``monai.networks.nets.diffusion_model_unet.get_timestep_embedding``) at periods from 2 slices to 2·``depth``
+    slices, i.e. of the fraction ``index / depth`` of the volume's depth at every scale from the whole volume down
+    to one slice, then projected by a linear layer to (N, ``embedding_dim``). The projection starts at zero, so a
+    new embedding adds nothing.
+
+    Args:
+        depth: slices of a volume along the slice axis.
+        num_frequencies: sinusoid features (the U-Net's first channel count, as for its time embedding).
+        embedding_dim: size of the time embedding it is added to.
+    """
+
+    def __init__(self, depth: int, num_frequencies: int, embedding_dim: int) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.depth, self.num_frequencies = depth, num_frequencies
+        self.proj = zero_module(nn.Linear(num_frequencies, embedding_dim))
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """(N,) slice indices -> (N, embedding_dim) position embeddings."""
+        features = get_timestep_embedding(math.pi * indices.float(), self.num_frequencies, max_period=self.depth)
+        return self.proj(features.to(self.proj.weight.dtype))
 
 
 class SliceDiffusionUNet(nn.Module):
@@ -22,12 +52,21 @@ class SliceDiffusionUNet(nn.Module):
     channel (1 for conditions) concatenated to its image; unused (padding) slots are zeroed and masked out of
     the slice attention. All slices of one sample share the diffusion timestep of its targets.
 
+    The slice attention sees only index differences, so by default the network is shift-invariant: without
+    conditions (the first generation stage) it cannot tell which part of the volume it is asked for. With
+    ``absolute_position`` each slice's absolute index also enters, through a :class:`SlicePositionEmbedding` added
+    to that slice's time embedding (it takes the place of the class embedding of MONAI's U-Net, which is added
+    there).
+
     Args:
         image_channels: channels of one slice (1 for T1).
         channels / attention_levels / num_res_blocks / num_head_channels / norm_num_groups: the U-Net's, as in
             ``monai.networks.nets.DiffusionModelUNet``; slice attention is added at the levels with attention and
             in the middle block, with as many heads as the spatial attention there.
         max_distance: largest slice-index distance told apart by the relative positions (depth - 1 covers all).
+        absolute_position: also embed each slice's absolute index (needs ``depth``); its projection starts at zero,
+            so a new network computes what it would without it.
+        depth: slices of a volume along the slice axis, the scale of the absolute positions.
     """
 
     def __init__(
@@ -39,13 +78,21 @@ class SliceDiffusionUNet(nn.Module):
         num_head_channels: int | Sequence[int] = (32, 32, 64, 96, 128),
         norm_num_groups: int = 32,
         max_distance: int = 127,
+        absolute_position: bool = False,
+        depth: int | None = None,
     ) -> None:
         super().__init__()
-        self.image_channels = image_channels
+        if absolute_position and depth is None:
+            raise ValueError("absolute_position needs the volume depth: pass depth")
+        self.image_channels, self.absolute_position = image_channels, absolute_position
         self.unet = diffusion_unet_2d(
             image_channels + 1, image_channels, channels, attention_levels, num_res_blocks, num_head_channels,
             norm_num_groups,
         )  # fmt: skip
+        if absolute_position:
+            self.unet.num_class_embeds = depth  # the U-Net adds class_embedding(class_labels) to the time embedding
+            time_embed_dim = self.unet.time_embed[-1].out_features
+            self.unet.class_embedding = SlicePositionEmbedding(depth, channels[0], time_embed_dim)
         self.layout = SliceLayout()
         add_slice_attention(self.unet, self.layout, max_distance, norm_num_groups, slice_first=True)
 
@@ -56,7 +103,7 @@ class SliceDiffusionUNet(nn.Module):
         Args:
             x: (B, K, C, H, W) slices: clean condition slices and noisy target slices (padding slots are ignored).
             timesteps: (B,) diffusion timestep of each sample's targets.
-            slice_indices: (B, K) integer slice index of each slot in its volume.
+            slice_indices: (B, K) integer slice index of each slot in its volume, in ``[0, depth)``.
             slice_roles: (B, K) ``CONDITION``, ``TARGET`` or ``PADDING`` per slot.
 
         Returns:
@@ -69,8 +116,9 @@ class SliceDiffusionUNet(nn.Module):
         indicator = (slice_roles == CONDITION).to(x.dtype)[:, :, None, None, None].expand(-1, -1, 1, *x.shape[3:])
         inputs = torch.cat([x * valid[:, :, None, None, None], indicator], dim=2).flatten(0, 1)
         self.layout.indices, self.layout.valid = slice_indices.long(), valid
+        positions = slice_indices.flatten() if self.absolute_position else None
         try:
-            noise = self.unet(inputs, timesteps.repeat_interleave(slices))
+            noise = self.unet(inputs, timesteps.repeat_interleave(slices), class_labels=positions)
         finally:
             self.layout.indices = self.layout.valid = None
         return noise.unflatten(0, (batch, slices))

@@ -29,7 +29,7 @@ NETWORKS = [
      ("inputs", "moving")),
 ]  # fmt: skip
 NETWORK_IDS = [f"{bundle}-{key}" for bundle, key, *_ in NETWORKS]
-SCHEMA = REPO / "tests" / "data_files" / "monai_schema" / "meta_schema_20240725.json"
+SCHEMA = REPO / "common" / "data" / "monai_schema" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "b0c2dcf1c25889f3a804be265a3f93c9"
 #: Spatial sizes of the forward pass are shrunk to at most this (the tiny_cpu.json networks).
 MAX_SPATIAL = 16

@@ -33,13 +33,26 @@ def test_network_is_a_2d_slice_attention_unet(train):
     assert sum(p.numel() for p in network.parameters()) == pytest.approx(100.8e6, rel=0.01)
 
 
+def test_train_and_inference_networks_embed_the_absolute_slice_position(train):
+    """An extension of the paper: stage 1 has no condition slices, so only an absolute position tells it where it is."""
+    inference = bundle_config(BUNDLE, "inference.json")
+    assert inference.get("network_def") == train.get("network_def")  # weights trained by one load into the other
+    network = train.get_parsed_content("network_def")
+    assert network.absolute_position and network.unet.class_embedding.depth == 128  # axial depth of 128^3 volumes
+    train["slice_axis"], train["spatial_size"] = 0, [96, 128, 128]
+    train.parse(reset=True)
+    assert train.get_parsed_content("network_def").unet.class_embedding.depth == 96  # the depth along slice_axis
+
+
 def test_optimiser_batch_iterations_loss_and_ema_are_the_papers(train):
     optimizer = train.get_parsed_content("optimizer")
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 1e-4
     assert train["batch_size"] == 3 and train["max_iterations"] == 200000
     assert train["max_iterations"] % train["epoch_length"] == 0
     assert type(train.get_parsed_content("loss")).__name__ == "SliceNoiseLoss"  # MSE on the target slices' noise
-    assert train.get_parsed_content("ema").momentum == pytest.approx(1e-4)  # EMA decay 0.9999
+    ema = train.get_parsed_content("ema")
+    assert ema.momentum == pytest.approx(1e-4)  # EMA decay 0.9999
+    assert (ema.start, ema.every) == (0, 1)  # improved-diffusion (reference): every step from the first
     scheduler = train.get_parsed_content("noise_scheduler")
     assert isinstance(scheduler, DDPMScheduler) and scheduler.num_train_timesteps == 1000
     assert scheduler.betas[0].item() == pytest.approx(1e-4) and scheduler.betas[-1].item() == pytest.approx(0.02)
@@ -52,6 +65,7 @@ def test_inference_builds_128_slices_in_13_stages_of_10():
     assert len(plan) == 13 and plan[0] == ([], list(range(10)))
     assert all(conditions == list(range(targets[0] - 10, targets[0])) for conditions, targets in plan[1:])
     assert isinstance(sampler.scheduler, DDPMScheduler) and len(sampler.scheduler.timesteps) == 1000
+    assert sampler.scheduler.variance_type == "fixed_large"  # the reference's sigma_t^2 = beta_t
     inference["sampler"] = "ddim"
     inference["num_inference_steps"] = 50
     inference.parse(reset=True)

@@ -61,7 +61,7 @@ def test_registration_training_checkpoints_resumes_and_logs_loss_parts(pipeline)
     assert _checkpoints(ckpt_dir) == ["checkpoint_4.pt", "checkpoint_6.pt"]
     state = torch.load(ckpt_dir / "checkpoint_6.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 6 and set(state) == {"network", "optimizer", "trainer"}
-    weights = torch.load(root / "models" / "registration.pt", weights_only=True)
+    weights = torch.load(root / "models" / "model_registration.pt", weights_only=True)
     assert {name.split(".")[0] for name in weights} == {"score_network", "deformation_network"}
     events = EventAccumulator(str(next((root / "eval" / "registration").glob("events.out.tfevents.*"))))
     events.Reload()
@@ -104,7 +104,7 @@ def test_field_ddpm_trains_on_exported_fields_and_resumes(pipeline):
     assert _checkpoints(ckpt_dir) == ["checkpoint_4.pt", "checkpoint_6.pt"]
     state = torch.load(ckpt_dir / "checkpoint_6.pt", weights_only=True)
     assert set(state) == {"network", "ema", "optimizer", "trainer"}
-    assert (root / "models" / "model.pt").is_file() and (root / "models" / "registration.pt").is_file()
+    assert (root / "models" / "model.pt").is_file() and (root / "models" / "model_registration.pt").is_file()
     assert sorted(p.name for p in (root / "eval" / "diffusion" / "previews").glob("*.png"))[:2] == [
         "iteration_0000002.png",
         "iteration_0000004.png",
@@ -160,7 +160,7 @@ def test_export_without_registration_weights_names_the_missing_file(tiny_cohort,
         dataset_dir=tiny_cohort,
     )  # fmt: skip
     assert result.returncode != 0
-    assert f"{tmp_path}/models/registration.pt: trained weights not found" in result.stderr
+    assert f"{tmp_path}/models/model_registration.pt: trained weights not found" in result.stderr
 
 
 def test_field_training_without_exported_fields_names_the_missing_datalist(tmp_path):

@@ -35,6 +35,19 @@ def test_registration_schedule_losses_and_optimiser_are_the_papers(registration)
     assert isinstance(registration.get_parsed_content("train#trainer#loss_function"), torch.nn.MSELoss)  # Eq. 2
 
 
+def test_registration_augments_each_pair_with_flips_and_rotations(registration):
+    """Sect. 3: horizontal and vertical flips and 90° rotations, each with probability 0.5 (of the (X, Y) plane of
+    the paper's 32 x 128 x 128 volumes), applied to template and subject alike as in the DiffuseMorph code."""
+    augmentation = registration.get_parsed_content("train#trainer#iteration_update").augmentation
+    flips, rotation = augmentation.transforms[:2], augmentation.transforms[2]
+    assert [(type(t).__name__, t.prob, t.flipper.spatial_axis) for t in flips] == [
+        ("RandFlip", 0.5, 0),
+        ("RandFlip", 0.5, 1),
+    ]
+    assert type(rotation).__name__ == "RandRotate90" and rotation.prob == 0.5
+    assert (rotation.max_k, tuple(rotation.spatial_axes)) == (1, (0, 1))
+
+
 def test_registration_networks_are_a_score_unet_and_a_voxelmorph_backbone(registration):
     network = registration.get_parsed_content("network")
     assert type(network.score_network).__name__ == "DiffusionModelUNet"
@@ -54,7 +67,9 @@ def test_field_ddpm_is_the_papers(diffusion):
     assert diffusion["max_iterations"] == 100000 and diffusion["max_iterations"] % diffusion["epoch_length"] == 0
     optimizer = diffusion.get_parsed_content("optimizer")
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 1e-4
-    assert diffusion.get_parsed_content("ema").momentum == pytest.approx(0.005)  # EMA decay 0.995
+    ema = diffusion.get_parsed_content("ema")
+    assert ema.momentum == pytest.approx(0.005)  # EMA decay 0.995
+    assert (ema.start, ema.every) == (0, 1)  # no reference code for stage 2: every iteration from the first
     assert type(diffusion.get_parsed_content("loss")).__name__ == "MSELoss"  # Eq. 14
     network = diffusion.get_parsed_content("network")
     assert type(network).__name__ == "FactorisedDiffusionUNet" and network.in_channels == 3

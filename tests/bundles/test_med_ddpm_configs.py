@@ -8,6 +8,8 @@ from conftest import bundle_config
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from common.engines import DelayedEMAHandler
+
 BUNDLE = "med_ddpm_brain_mri"
 
 
@@ -35,7 +37,9 @@ def test_schedule_loss_optimiser_and_ema_are_the_papers(train):
     lr_scheduler = train.get_parsed_content("lr_scheduler")
     assert dict(lr_scheduler.milestones) == {50000: 1} and lr_scheduler.gamma == 0.1  # 1e-5 -> 1e-6 after 50k
     assert train.get_parsed_content("max_iterations") == 100000 and train["batch_size"] == 1
-    assert train.get_parsed_content("ema").momentum == pytest.approx(0.005)  # decay 0.995
+    ema = train.get_parsed_content("ema")
+    assert isinstance(ema, DelayedEMAHandler) and ema.momentum == pytest.approx(0.005)  # decay 0.995
+    assert (ema.start, ema.every) == (2000, 10)  # reference trainer: copies until step 2,000, then every 10 steps
     assert train["max_iterations"] % train["epoch_length"] == 0
 
 
@@ -53,4 +57,7 @@ def test_brats_override_is_the_papers_multimodal_setup():
     brats = bundle_config(BUNDLE, "train.json", "brats_multimodal.json")
     network = brats.get_parsed_content("network")
     assert (network.in_channels, network.out_channels) == (8, 4)  # 4 modalities + 4 mask channels
+    # "same setups" as the whole-head model, with the reference's BraTS network: 2 residual blocks per level
+    assert tuple(network.num_res_blocks) == (2,) * 5
+    assert sum(p.numel() for p in network.parameters()) == pytest.approx(58.3e6, rel=0.01)
     assert brats["spatial_size"] == [192, 192, 144] and brats["max_iterations"] == 200000

@@ -37,7 +37,7 @@ def train_stage(config: str, root, dataset_dir) -> dict:
 def trained(tmp_path_factory, tiny_cohort) -> dict:
     root = tmp_path_factory.mktemp("medical_diffusion")
     autoencoder_runs = train_stage("train_autoencoder.json", root, tiny_cohort)
-    autoencoder_weights = torch.load(root / "models" / "autoencoder.pt", weights_only=True)
+    autoencoder_weights = torch.load(root / "models" / "model_autoencoder.pt", weights_only=True)
     diffusion_runs = train_stage("train_diffusion.json", root, tiny_cohort)
     return {"root": root, "autoencoder": autoencoder_runs, "diffusion": diffusion_runs, "weights": autoencoder_weights}
 
@@ -72,7 +72,7 @@ def test_autoencoder_training_logs_every_loss_and_exports_the_vqvae(trained):
 
 def test_diffusion_training_keeps_the_autoencoder_and_writes_previews(trained):
     root = trained["root"]
-    after = torch.load(root / "models" / "autoencoder.pt", weights_only=True)
+    after = torch.load(root / "models" / "model_autoencoder.pt", weights_only=True)
     assert all(torch.equal(after[name], value) for name, value in trained["weights"].items())
     weights = torch.load(root / "models" / "model.pt", weights_only=True)
     assert weights["unet.conv_in.conv.weight"].shape[1] == 8  # the EMA network denoises 8-channel latents

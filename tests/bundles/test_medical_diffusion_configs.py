@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from conftest import bundle_config
+from conftest import REPO, bundle_config
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from common.engines import DelayedEMAHandler
 from common.networks import FactorisedDiffusionUNet, RestartingEMAQuantizer
 
 BUNDLE = "medical_diffusion_brain_mri"
@@ -30,8 +33,10 @@ def test_vqgan_is_the_papers(autoencoder_config):
     assert isinstance(quantizer, RestartingEMAQuantizer)
     assert quantizer.embedding.weight.shape == (16384, 8)  # codebook size and dimensionality
     assert (quantizer.decay, quantizer.commitment_cost) == (0.99, 0.25)
-    assert autoencoder.encode(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 8, 16, 16, 16)  # compression 4 per axis
-    assert autoencoder.encoder.channels == [16, 32]  # the reference's n_hiddens 16, doubled per level
+    # Suppl. Table 1, ADNI column: compression (2, 2, 2), so 64³ -> 32³ latents
+    assert autoencoder_config["compression"] == 2
+    assert autoencoder.encode(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 8, 32, 32, 32)
+    assert autoencoder.encoder.channels == [16]  # one level of the reference's n_hiddens 16
 
 
 def test_vqgan_objective_and_optimisation_are_the_papers(autoencoder_config):
@@ -67,8 +72,26 @@ def test_latent_ddpm_is_the_papers(diffusion_config):
     assert isinstance(diffusion_config.get_parsed_content("loss"), torch.nn.L1Loss)
     assert diffusion_config.get_parsed_content("optimizer").defaults["lr"] == 1e-4
     assert (diffusion_config["batch_size"], diffusion_config["max_iterations"]) == (10, 150000)
-    assert diffusion_config.get_parsed_content("ema").momentum == pytest.approx(0.005)  # EMA decay 0.995
-    assert diffusion_config.get_parsed_content("latent_size") == [16, 16, 16]
+    ema = diffusion_config.get_parsed_content("ema")
+    assert isinstance(ema, DelayedEMAHandler) and ema.momentum == pytest.approx(0.005)  # EMA decay 0.995
+    assert (ema.start, ema.every) == (2000, 10)  # the reference trainer: copies until step 2,000, then every 10
+    assert diffusion_config.get_parsed_content("latent_size") == [32, 32, 32]
+
+
+def test_metadata_declares_the_default_latent_shape(diffusion_config):
+    latent_size = diffusion_config.get_parsed_content("latent_size")
+    metadata = json.loads((REPO / "bundles" / BUNDLE / "configs" / "metadata.json").read_text())
+    data_format = metadata["network_data_format"]
+    assert data_format["inputs"]["latent"]["spatial_shape"] == latent_size
+    assert data_format["outputs"]["pred"]["spatial_shape"] == latent_size
+
+
+def test_compression_4_is_an_override():
+    config = bundle_config(BUNDLE, "train_autoencoder.json")
+    config["compression"] = 4
+    config.parse(reset=True)
+    latents = config.get_parsed_content("autoencoder_def").encode(torch.zeros(1, 1, 64, 64, 64))
+    assert latents.shape == (1, 8, 16, 16, 16)
 
 
 def test_latent_ddpm_needs_the_trained_autoencoder(diffusion_config, tmp_path):
@@ -77,7 +100,7 @@ def test_latent_ddpm_needs_the_trained_autoencoder(diffusion_config, tmp_path):
     with pytest.raises(RuntimeError) as error:  # MONAI wraps the codec's FileNotFoundError
         diffusion_config.get_parsed_content("codec")
     assert isinstance(error.value.__cause__, FileNotFoundError)
-    assert f"{tmp_path}/models/autoencoder.pt: trained VQ-GAN autoencoder not found" in str(error.value.__cause__)
+    assert f"{tmp_path}/models/model_autoencoder.pt: trained VQ-GAN autoencoder not found" in str(error.value.__cause__)
     assert "configs/train_autoencoder.json" in str(error.value.__cause__)
 
 
@@ -86,6 +109,7 @@ def test_latent_ddpm_needs_the_trained_autoencoder(diffusion_config, tmp_path):
 )
 def test_size_overrides_give_the_papers_latent_sizes(override, latent_size):
     config = bundle_config(BUNDLE, "inference.json", override)
+    assert config["compression"] == 4  # Suppl. Table 1: (4, 4, 4) for LIDC-IDRI, MRNet and Duke
     assert config.get_parsed_content("latent_size") == latent_size
     assert config.get_parsed_content("network_def#max_distance") == latent_size[2] - 1
 

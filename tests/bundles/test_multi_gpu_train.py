@@ -35,7 +35,7 @@ def autoencoder_weights(root: Path, cohort: Path) -> Path:
     """Stage 2 of Medical Diffusion encodes with stage 1's VQ-GAN: save a tiny untrained one."""
     config = bundle_config("medical_diffusion_brain_mri", "train_diffusion.json", "tiny_cpu.json")
     (root / "models").mkdir()
-    torch.save(config.get_parsed_content("autoencoder_def").state_dict(), root / "models" / "autoencoder.pt")
+    torch.save(config.get_parsed_content("autoencoder_def").state_dict(), root / "models" / "model_autoencoder.pt")
     return cohort / "datalist.json"
 
 
@@ -75,7 +75,8 @@ STAGES = {
     "medical_diffusion-autoencoder": Stage(
         "medical_diffusion_brain_mri", "train_autoencoder.json",
         networks=("autoencoder", "discriminator_2d", "discriminator_3d"), ckpt_dir="models/autoencoder_checkpoints",
-        final_model="models/autoencoder.pt", overrides={**TINY, "adversarial_start": 0},  # discriminators train too
+        final_model="models/model_autoencoder.pt",
+        overrides={**TINY, "adversarial_start": 0},  # discriminators train too
     ),
     "medical_diffusion-diffusion": Stage(
         "medical_diffusion_brain_mri", "train_diffusion.json", ckpt_dir="models/diffusion_checkpoints",
@@ -83,7 +84,7 @@ STAGES = {
     ),
     "diffusemorph-registration": Stage(
         "diffusemorph_brain_mri", "train_registration.json", ckpt_dir="models/registration_checkpoints",
-        final_model="models/registration.pt",
+        final_model="models/model_registration.pt",
         overrides={"max_epochs": 1, "batch_size": 1, "spatial_size": "[16,16,16]", **SMALL_TEMPLATE},
     ),
     "diffusemorph-diffusion": Stage(

@@ -15,7 +15,7 @@ def _training_scheduler():
     return make_noise_scheduler("ddpm", 1000, "linear_beta", beta_start=1e-4, beta_end=0.02)
 
 
-def _tiny_network() -> SliceDiffusionUNet:
+def _tiny_network(absolute_position: bool = False) -> SliceDiffusionUNet:
     """A tiny slice-set network whose parameters (zero-initialised ones too) all have non-trivial values."""
     net = SliceDiffusionUNet(
         channels=(16, 32),
@@ -24,6 +24,8 @@ def _tiny_network() -> SliceDiffusionUNet:
         num_head_channels=16,
         norm_num_groups=8,
         max_distance=15,
+        absolute_position=absolute_position,
+        depth=16,
     )
     torch.manual_seed(0)
     for parameter in net.parameters():
@@ -160,14 +162,15 @@ def test_training_loss_depends_on_target_noise_only():
     assert (loss(replaced) - reference).abs() > 1e-6
 
 
-def test_training_loss_backpropagates_to_the_slice_attention():
-    network, scheduler = _tiny_network(), _training_scheduler()
+def test_training_loss_backpropagates_to_the_slice_attention_and_the_position_embedding():
+    network, scheduler = _tiny_network(absolute_position=True), _training_scheduler()
     inputs, target, args, kwargs = SliceDiffusionPrepareBatch(num_train_timesteps=1000)(_batch())
     network.train()
     SliceNoiseLoss()(SliceDiffusionInferer(scheduler)(inputs, network, *args, **kwargs), target).backward()
     block = network.unet.middle_block.attention.slice_attention
     assert block.relative_keys.weight.grad.abs().sum() > 0
     assert block.out_proj.weight.grad.abs().sum() > 0
+    assert network.unet.class_embedding.proj.weight.grad.abs().sum() > 0
 
 
 # --- StagedSliceSampler.plan ----------------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def _staged(spatial_size=(16, 16, 12), axis=2, seed=0) -> StagedSliceSampler:
 
 
 def test_staged_generation_fills_every_slice_once_from_earlier_slices():
-    sampler, recorder = _staged(), RecordingNetwork(_tiny_network())
+    sampler, recorder = _staged(), RecordingNetwork(_tiny_network(absolute_position=True))
     volumes = sampler(torch.zeros(2), recorder)
     calls = recorder.calls
     assert volumes.shape == (2, 1, 16, 16, 12)
@@ -268,6 +271,16 @@ def test_staged_generation_fills_every_slice_once_from_earlier_slices():
         generated += targets
     assert sorted(generated) == list(range(12)) and len(generated) == 12  # each slice a target exactly once
     assert not (volumes[0] == volumes[1]).all()  # the volumes of one batch differ
+
+
+def test_one_stage_generates_the_asked_slices_at_any_depth():
+    network = RecordingNetwork(_smooth_response)
+    slices = _staged().generate_stage(network, torch.zeros(2, 0, 1, 16, 16), [], [5, 6, 7])
+    assert slices.shape == (2, 3, 1, 16, 16) and torch.isfinite(slices).all()
+    assert len(network.calls) == 3  # one call per DDIM step
+    for call in network.calls:
+        assert call["indices"].tolist() == [[5, 6, 7]] * 2
+        assert (call["roles"] == TARGET).all()
 
 
 def test_staged_generation_is_reproducible_and_leaves_global_random_state_alone():

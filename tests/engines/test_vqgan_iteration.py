@@ -56,6 +56,39 @@ def test_after_adversarial_start_both_discriminators_train():
     assert output["loss"] == pytest.approx(parts.item(), rel=1e-5)
 
 
+class ScaledFeatures(torch.nn.Module):
+    """Stand-in discriminator: intermediate features x, 2x and 3x of its input, then logits (a learnable scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x, 2 * x, 3 * x, self.scale * x]
+
+
+def test_feature_matching_sums_the_layers():
+    """With features x, 2x, 3x the layer L1 distances are 1, 2 and 3 times L1(x̂, x): their sum is 6 times it (the
+    reference code's sum; a mean over the layers would give 2 times it)."""
+    torch.manual_seed(0)
+    autoencoder = make_vqgan_autoencoder(2, base_channels=4, num_embeddings=16, embedding_dim=4)
+    discriminators = [ScaledFeatures(), ScaledFeatures()]
+    iteration = VQGANIteration(
+        *discriminators, torch.optim.SGD([d.scale for d in discriminators], lr=0.1), adversarial_start=0,
+        l1_weight=4.0, feature_matching_weight=4.0, slice_adversarial_weight=0.0, volume_adversarial_weight=1.0,
+    )  # fmt: skip
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, epoch_length=1,
+        train_data_loader=[{"image": torch.rand(2, 1, 16, 16, 8) * 2 - 1}],
+        network=autoencoder, optimizer=torch.optim.Adam(autoencoder.parameters(), lr=1e-2),
+        loss_function=torch.nn.L1Loss(), iteration_update=iteration, decollate=False,
+    )  # fmt: skip
+    trainer.run()
+    output = trainer.state.output
+    # feature_matching = 4 * 1 * (1 + 2 + 3) * L1(x̂, x) on the volume (the slice discriminator's weight is 0)
+    assert output["feature_matching"].item() == pytest.approx(6 * output["l1"].item(), rel=1e-5)
+
+
 def test_random_depth_slices_take_one_slice_per_volume():
     volumes = torch.arange(2 * 3 * 4 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 4, 5)
     slices = random_depth_slices(volumes, torch.tensor([4, 1]))

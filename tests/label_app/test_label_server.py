@@ -101,7 +101,9 @@ def server(tmp_path_factory):
     studies.mkdir()
     port = free_port()
     app = write_app_dir(root / "app")
-    command = start_server_command(app, studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON)
+    command = start_server_command(
+        app, studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON, sampler="ddim", num_inference_steps=5
+    )
     log = (root / "server.log").open("w")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)

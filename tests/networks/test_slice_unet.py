@@ -1,15 +1,16 @@
-"""Tests of cDPM's slice-set network: SliceDiffusionUNet and its relative-position SliceAttentionBlock."""
+"""Tests of cDPM's slice-set network: SliceDiffusionUNet, its relative-position SliceAttentionBlock and its
+absolute SlicePositionEmbedding."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from common.networks import SliceAttentionBlock, SliceDiffusionUNet, SliceLayout
+from common.networks import SliceAttentionBlock, SliceDiffusionUNet, SliceLayout, SlicePositionEmbedding
 from common.transforms import CONDITION, PADDING, TARGET
 
 
-def _network(randomise: bool = True) -> SliceDiffusionUNet:
+def _network(randomise: bool = True, absolute_position: bool = False) -> SliceDiffusionUNet:
     """A tiny float64 network in eval mode; ``randomise`` gives every parameter (zero-initialised ones too) a value."""
     net = SliceDiffusionUNet(
         channels=(16, 32),
@@ -18,6 +19,8 @@ def _network(randomise: bool = True) -> SliceDiffusionUNet:
         num_head_channels=16,
         norm_num_groups=8,
         max_distance=15,
+        absolute_position=absolute_position,
+        depth=64 if absolute_position else None,
     )
     if randomise:
         torch.manual_seed(0)
@@ -84,12 +87,72 @@ def test_each_relative_embedding_alone_makes_attention_see_positions(dropped):
     _assert_differs(_run(net, x, timesteps, torch.tensor([[5, 0, 3, 0]]), roles)[:, 1], reference[:, 1])
 
 
-def test_shifting_all_slice_indices_leaves_the_output_unchanged():
+def test_without_absolute_position_shifting_all_slice_indices_leaves_the_output_unchanged():
     net = _network()
+    assert not any(isinstance(module, SlicePositionEmbedding) for module in net.modules())
     x, timesteps, indices, roles = _inputs(batch=2)
     reference = _run(net, x, timesteps, indices, roles)
     shifted = _run(net, x, timesteps, indices + torch.tensor([[7], [40]]), roles)  # only relative positions count
     torch.testing.assert_close(shifted, reference, rtol=1e-7, atol=1e-9)
+
+
+def test_with_absolute_position_shifting_all_slice_indices_changes_every_slice():
+    net = _network(absolute_position=True)
+    x, timesteps, indices, roles = _inputs(batch=2)
+    reference = _run(net, x, timesteps, indices, roles)
+    shifted = _run(net, x, timesteps, indices + torch.tensor([[7], [40]]), roles)
+    for sample in range(2):
+        for slot in range(3):
+            _assert_differs(shifted[sample, slot], reference[sample, slot])
+
+
+def test_absolute_position_reaches_the_output_only_through_its_embedding():
+    net = _network(absolute_position=True)
+    embedding = net.unet.class_embedding
+    assert isinstance(embedding, SlicePositionEmbedding) and embedding.depth == 64
+    x, timesteps, indices, roles = _inputs()
+    calls = []
+    embedding.register_forward_hook(lambda module, args, out: calls.append(args[0].clone()))
+    reference = _run(net, x, timesteps, indices, roles)
+    assert torch.equal(calls[0], indices.flatten())  # one position per slot, padding too
+    torch.nn.init.zeros_(embedding.proj.weight)
+    torch.nn.init.zeros_(embedding.proj.bias)
+    without = _run(net, x, timesteps, indices, roles)
+    _assert_differs(without[:, :3], reference[:, :3])
+    torch.testing.assert_close(_run(net, x, timesteps, indices + 9, roles), without, rtol=1e-7, atol=1e-9)
+
+
+def test_position_embedding_tells_every_slice_of_the_depth_apart():
+    embedding = SlicePositionEmbedding(depth=128, num_frequencies=16, embedding_dim=16)
+    torch.nn.init.eye_(embedding.proj.weight)
+    features = embedding(torch.arange(128))  # (128, 16): the sinusoid features (plus the bias)
+    assert features.shape == (128, 16)
+    distances = torch.cdist(features, features) + torch.eye(128)
+    assert distances.min() > 1e-3
+
+
+def test_new_absolute_position_embedding_changes_nothing_but_is_trained():
+    """A new embedding added to a (here random) network starts as a no-op, and training moves it."""
+    assert torch.all(_network(randomise=False, absolute_position=True).unet.class_embedding.proj.weight == 0)
+    with_position, without = _network(absolute_position=True), _network()
+    torch.nn.init.zeros_(with_position.unet.class_embedding.proj.weight)
+    torch.nn.init.zeros_(with_position.unet.class_embedding.proj.bias)
+    without.load_state_dict(
+        {key: value for key, value in with_position.state_dict().items() if "class_embedding" not in key}
+    )
+    x, timesteps, indices, roles = _inputs()
+    torch.testing.assert_close(
+        _run(with_position, x, timesteps, indices, roles), _run(without, x, timesteps, indices, roles)
+    )
+    with_position(x, timesteps, indices, roles)[:, 1:3].square().mean().backward()
+    assert with_position.unet.class_embedding.proj.weight.grad.abs().sum() > 0
+
+
+def test_absolute_position_without_depth_is_refused():
+    with pytest.raises(ValueError, match="pass depth"):
+        SliceDiffusionUNet(channels=(16, 32), norm_num_groups=8, absolute_position=True)
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        SlicePositionEmbedding(depth=0, num_frequencies=16, embedding_dim=64)
 
 
 def test_distances_beyond_max_distance_are_not_told_apart():
@@ -100,8 +163,9 @@ def test_distances_beyond_max_distance_are_not_told_apart():
     torch.testing.assert_close(farther, far, rtol=1e-7, atol=1e-9)
 
 
-def test_padding_slot_content_and_index_do_not_reach_valid_slots():
-    net = _network()
+@pytest.mark.parametrize("absolute_position", [False, True])
+def test_padding_slot_content_and_index_do_not_reach_valid_slots(absolute_position):
+    net = _network(absolute_position=absolute_position)
     x, timesteps, indices, roles = _inputs()
     reference = _run(net, x, timesteps, indices, roles)
     x_other = x.clone()
