@@ -12,7 +12,9 @@ Real slices are those of the bundle's training datalist after its loading and in
 every real slice is constant (background above and below the head) have no correlation and are left out, both as
 asked depths and as candidates. As a ceiling, the same figures are computed for the real slices themselves
 (each subject's slice against the other subjects). The summary gives the mean |best - asked| in slices, its chance
-level (best drawn uniformly among the candidates), the mean rank, and the correlation between asked and best depth.
+levels (best drawn uniformly among the candidates, or always the middle depth), the mean rank, and the correlation
+between asked and best depth. ``--relative_only`` evaluates a run trained with ``network_def#absolute_position false``
+(the paper's relative positions only), the control.
 
     python benchmarks/cdpm_slice_position.py --bundle_root RUN --dataset_dir DEMO_COHORT \\
         --configs train.json tiny_cpu.json --spatial_size 32 32 32
@@ -45,6 +47,8 @@ def load_config(args: argparse.Namespace) -> ConfigParser:
     config["device"] = "$torch.device('cpu')"
     if args.spatial_size:
         config["spatial_size"] = list(args.spatial_size)
+    if args.relative_only:
+        config["network_def#absolute_position"] = False
     return config
 
 
@@ -94,12 +98,18 @@ def placement(scores: np.ndarray, asked: Sequence[int], candidates: np.ndarray) 
 
 
 def summary(asked: np.ndarray, best: np.ndarray, ranks: np.ndarray, candidates: np.ndarray) -> dict[str, float]:
-    """Mean |best - asked| (and its chance level), mean rank, share of rank 1, correlation of asked and best."""
+    """Mean |best - asked|, mean rank, share of rank 1, correlation of asked and best depth.
+
+    Two references for the error: ``chance`` (best drawn uniformly among the candidates) and ``middle`` (best always
+    the middle candidate: roughly what a model that draws mid-volume slices wherever it is asked scores).
+    """
     depths = np.flatnonzero(candidates)
     chance = np.abs(depths[None, :] - asked[:, None]).mean()
+    middle = np.abs(np.median(depths).round() - asked).mean()
     return {
         "mean_abs_error_slices": float(np.abs(best - asked).mean()),
         "chance_mean_abs_error_slices": float(chance),
+        "middle_mean_abs_error_slices": float(middle),
         "mean_rank": float(ranks.mean()),
         "num_candidates": int(len(depths)),
         "fraction_rank_1": float((ranks == 1).mean()),
@@ -113,6 +123,9 @@ def main() -> None:
     parser.add_argument("--dataset_dir", required=True, help="cohort with datalist.json (the real slices)")
     parser.add_argument("--configs", nargs="+", default=["train.json"], help="bundle config files merged in order")
     parser.add_argument("--spatial_size", nargs=3, type=int, help="override of the configs' spatial_size")
+    parser.add_argument(
+        "--relative_only", action="store_true", help="the run was trained with network_def#absolute_position false"
+    )
     parser.add_argument("--window", type=int, default=4, help="adjacent slices asked for at once")
     parser.add_argument("--num_samples", type=int, default=8, help="generated sets per window")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.nets.diffusion_model_unet import AttnDownBlock, AttnUpBlock
 from torch import nn
 
-from common.networks.slice_attention import SliceLayout, add_slice_attention
+from common.networks.slice_attention import SliceAttentionBlock, SliceLayout, add_slice_attention
 from common.networks.unet2d import diffusion_unet_2d
 
 
@@ -28,12 +29,18 @@ class FactorisedDiffusionUNet(nn.Module):
     (Shaw et al. 2018). Depth attention is therefore the only path between slices: a change to one input slice
     reaches the other slices through it alone (group normalisation is per slice).
 
+    Attention is placed as in the video-diffusion U-Net of the Medical Diffusion reference code: one spatial + depth
+    attention pair per level with attention, after that level's last residual block (MONAI's blocks would attend
+    after every residual block), one pair in the middle block, and one depth attention right after the input
+    convolution. With the default arguments that is 9 spatial and 10 depth attention blocks, the reference's count.
+
     Args:
         in_channels: channels of the noisy input (8 for a VQ-GAN latent, 3 for a displacement field).
         out_channels: channels of the prediction.
         channels / attention_levels / num_res_blocks / num_head_channels / norm_num_groups: the U-Net's, as in
             ``monai.networks.nets.DiffusionModelUNet``; depth attention is added wherever spatial attention is
-            (the levels with attention and the middle block), with as many heads.
+            (the levels with attention and the middle block), with as many heads, and after the input convolution
+            (``channels[0] / num_head_channels[0]`` heads).
         max_distance: largest slice distance told apart by the relative positions (depth - 1 covers every pair).
     """
 
@@ -54,8 +61,18 @@ class FactorisedDiffusionUNet(nn.Module):
         self.unet = diffusion_unet_2d(
             in_channels, out_channels, channels, attention_levels, num_res_blocks, num_head_channels, norm_num_groups
         )
+        for block in (*self.unet.down_blocks, *self.unet.up_blocks):
+            if isinstance(block, (AttnDownBlock, AttnUpBlock)):  # attend after the level's last residual block only
+                for index in range(len(block.attentions) - 1):
+                    block.attentions[index] = nn.Identity()
         self.layout = SliceLayout()
         add_slice_attention(self.unet, self.layout, max_distance, norm_num_groups, slice_first=False)
+        input_heads = channels[0] // _first(num_head_channels)
+        # conv_in is a MONAI Convolution (an nn.Sequential): the depth attention runs after its convolution and the
+        # convolution keeps its state-dict name
+        self.unet.conv_in.add_module(
+            "depth_attention", SliceAttentionBlock(channels[0], input_heads, self.layout, max_distance, norm_num_groups)
+        )
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -84,3 +101,8 @@ class FactorisedDiffusionUNet(nn.Module):
         finally:
             self.layout.indices = self.layout.valid = None
         return prediction.unflatten(0, (batch, depth)).permute(0, 2, 3, 4, 1)
+
+
+def _first(value: int | Sequence[int]) -> int:
+    """The first level's value of a per-level argument given as one number or a sequence."""
+    return value if isinstance(value, int) else value[0]

@@ -82,6 +82,8 @@ class SliceDiffusionUNet(nn.Module):
         depth: int | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(absolute_position, bool):  # "false" from a fire command line would read as True
+            raise TypeError(f"absolute_position must be a boolean, got {absolute_position!r}")
         if absolute_position and depth is None:
             raise ValueError("absolute_position needs the volume depth: pass depth")
         self.image_channels, self.absolute_position = image_channels, absolute_position

@@ -38,17 +38,28 @@ def test_output_keeps_volume_shape_and_odd_depth():
     assert network(x, torch.tensor([3, 7])).shape == (2, 3, 8, 12, 5)
 
 
-def test_depth_attention_follows_every_spatial_attention():
+def test_depth_attention_follows_the_input_and_every_spatial_attention():
     network = tiny_network()
     factorised = [module for module in network.modules() if isinstance(module, FactorisedAttention)]
     spatial = [module for module in network.modules() if isinstance(module, SpatialAttentionBlock)]
-    assert len(factorised) == len(spatial) == 4  # level 2 down (1) and up (2) blocks, and the middle block
+    assert len(factorised) == len(spatial) == 3  # once per level: level 2 down and up, and the middle block
+    assert len(depth_attention_blocks(network)) == 4  # and once after the input convolution
     calls: list[str] = []
+    network.unet.conv_in.depth_attention.register_forward_hook(lambda *_: calls.append("depth"))
     for block in factorised:
         block.spatial_attention.register_forward_hook(lambda *_: calls.append("spatial"))
         block.slice_attention.register_forward_hook(lambda *_: calls.append("depth"))
     network(torch.randn(1, 2, 8, 8, 4), torch.tensor([5]))
-    assert calls == ["spatial", "depth"] * 4
+    assert calls == ["depth"] + ["spatial", "depth"] * 3
+
+
+def test_attention_placement_is_the_reference_unet3d():
+    """Medical Diffusion's Unet3D (dim 32, mults 1, 2, 4, 8): 4 down + 1 middle + 4 up spatial attention blocks,
+    each followed by depth attention, plus depth attention after the input convolution."""
+    network = FactorisedDiffusionUNet(8, 8, max_distance=31)
+    assert sum(isinstance(module, SpatialAttentionBlock) for module in network.modules()) == 9
+    assert len(depth_attention_blocks(network)) == 10
+    assert sum(parameter.numel() for parameter in network.parameters()) == 15_873_480
 
 
 @torch.no_grad()

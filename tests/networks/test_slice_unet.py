@@ -148,6 +148,11 @@ def test_new_absolute_position_embedding_changes_nothing_but_is_trained():
     assert with_position.unet.class_embedding.proj.weight.grad.abs().sum() > 0
 
 
+def test_absolute_position_given_as_a_string_is_refused():
+    with pytest.raises(TypeError, match="absolute_position must be a boolean"):
+        SliceDiffusionUNet(channels=(16, 32), norm_num_groups=8, absolute_position="false", depth=16)
+
+
 def test_absolute_position_without_depth_is_refused():
     with pytest.raises(ValueError, match="pass depth"):
         SliceDiffusionUNet(channels=(16, 32), norm_num_groups=8, absolute_position=True)
