@@ -15,6 +15,7 @@ Bundles reference these classes from their configs by ``_target_`` (for example
 - :mod:`common.visualize`: tri-planar PNG previews;
 - :mod:`common.bundle_runner`: run a bundle config from Python (the CLI, ``evaluate.json`` with ``generate_first``,
   the MONAI Label tasks) and write untrained weights for smoke tests;
+- :mod:`common.errors`: errors that are the user's (``brainsynth`` prints them in one line, without traceback);
 - :mod:`common.export` and :mod:`common.packaging`: ``torch.export`` of the networks; bundle archives and downloads;
 - :mod:`common.label_app`: the MONAI Label app (optional extra ``label``; not imported here, so the bundles run
   without MONAI Label).

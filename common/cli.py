@@ -18,11 +18,18 @@ Examples::
     .venv-label/bin/brainsynth label --studies studies --port 8000   # MONAI Label server (make install-label)
 
 Run ``brainsynth COMMAND --help`` for the options of a command.
+
+A problem that is the user's (a file that fails validation, missing files or weights, a wrong option, a refused
+download) is printed as ``brainsynth: <problem>``, one line each, and the command exits with code 1 (2 for a bad
+command line); other errors are bugs and keep their traceback. ``--debug`` (or ``BRAINSYNTH_DEBUG=1``) shows the
+traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,10 +45,11 @@ import torch
 from common.bundle_runner import BUNDLES_DIR, run_bundle
 from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_images, prepare_paired
 from common.engines import checkpoint_iteration, latest_checkpoint
+from common.errors import InputError, UserError, find_user_error, problem_lines
 from common.evaluation import evaluate as evaluate_volumes
 from common.evaluation import metric_table
 from common.export import export_network
-from common.label_app import start_server_command, write_app_dir
+from common.label_app import exec_server, start_server_command, write_app_dir
 from common.packaging import fetch_bundle, package_bundle
 from common.visualize import save_triplanar_preview
 
@@ -100,7 +108,7 @@ def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | No
             ``--masks a_mask.nii.gz,None``.
     """
     if not volumes:
-        raise ValueError("give at least one NIfTI volume")
+        raise InputError("give at least one NIfTI volume")
     arrays = [_load_ras(v) for v in volumes]
     overlays = [None if m is None else _load_ras(m) for m in _as_list(masks)] if masks else None
     return str(save_triplanar_preview(arrays, output, overlays=overlays))
@@ -112,7 +120,8 @@ def train(
     """Train a bundle (same as ``python -m monai.bundle run training``), resuming from its last checkpoint.
 
     Args:
-        bundle: bundle name under ``bundles/`` (e.g. ``med_ddpm_brain_mri``) or a bundle folder.
+        bundle: a bundle folder, or a bundle name (e.g. ``med_ddpm_brain_mri``): the current folder when it is that
+            bundle, else ``bundles/<name>`` of the current folder, else this repository's.
         configs: config files of the bundle merged in order, e.g. ``train.json,brats_multimodal.json``.
         time_limit_seconds: stop cleanly after this long (a checkpoint and ``models/model.pt`` are still written).
         overrides: any config value, e.g. ``--dataset_dir DATA --max_iterations 1000``.
@@ -131,7 +140,7 @@ def generate(bundle: str, configs: Sequence[str] | str = ("inference.json",), **
     """Generate volumes with a trained bundle (same as ``python -m monai.bundle run``); prints the output folder.
 
     Args:
-        bundle: bundle name under ``bundles/`` or a bundle folder.
+        bundle: a bundle folder or name, found as for ``train``.
         configs: config files of the bundle merged in order.
         overrides: any config value, e.g. ``--masks MASKS/ --num_samples_per_mask 4 --sampler ddim``.
     """
@@ -193,7 +202,7 @@ def export(
     to; load the result with ``torch.export.load(PATH).module()``; the batch dimension is dynamic.
 
     Args:
-        bundle: bundle name under ``bundles/`` or a bundle folder.
+        bundle: a bundle folder or name, found as for ``train``.
         output: ``.pt2`` file to write.
         configs: config files of the bundle merged in order, e.g. ``inference.json,tiny_cpu.json``.
         ckpt_file: weights to export; default ``<bundle>/models/model.pt``, or ``models/model_<name>.pt`` for a
@@ -336,7 +345,7 @@ def package(
     passes the MONAI model-zoo's rules for a submitted bundle (``common.packaging.check_model_zoo_rules``).
 
     Args:
-        bundle: bundle name or folder.
+        bundle: a bundle folder or name, found as for ``train``.
         output_dir: folder of the archive and its ``.sha256``.
         weights_base_url: publish the weights separately at this URL (listed in ``large_files.yml``).
         allow_no_weights: package a bundle that has not been trained (refused otherwise).
@@ -369,7 +378,9 @@ def fetch(
         command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
         for key, value in overrides.items():
             command += [f"--{key}", str(value)]
-        subprocess.run(command, cwd=folder, check=True)  # in the bundle folder: its own copy of ``common``
+        result = subprocess.run(command, cwd=folder)  # in the bundle folder: its own copy of ``common``
+        if result.returncode != 0:
+            raise UserError(f"{folder}: its {files} run failed with exit code {result.returncode}; its error is above")
     return str(folder)
 
 
@@ -382,6 +393,8 @@ def label(
     port: int = 8000,
     sampler: str = "ddpm",
     num_inference_steps: int = 50,
+    workers: int = 1,
+    queue_size: int = 8,
 ) -> None:
     """Serve the bundles to MONAI Label viewers (3D Slicer, OHIF); needs the ``label`` extra (``make install-label``).
 
@@ -396,34 +409,73 @@ def label(
         host / port: where the server listens; ``0.0.0.0`` to accept other machines.
         sampler / num_inference_steps: default sampling of every request (respaced DDPM, 50 steps); a request may
             ask for others.
+        workers / queue_size: inference worker processes (one request at a time each) and the requests that may
+            wait for one; more are answered HTTP 503.
+
+    This process becomes the server (exec): SIGTERM / Ctrl-C stop it, and it cannot outlive a killed launcher.
     """
     Path(studies).mkdir(parents=True, exist_ok=True)
     app = write_app_dir(app_dir)
     command = start_server_command(
         app, studies, _as_list(bundles or []), _as_list(configs or []), host, port,
-        sampler=sampler, num_inference_steps=num_inference_steps,
+        sampler=sampler, num_inference_steps=num_inference_steps, workers=workers, queue_size=queue_size,
     )  # fmt: skip
-    subprocess.run(command, check=True)
+    exec_server(command)
 
 
-def main() -> None:
-    """Console entry point ``brainsynth``."""
-    fire.Fire(
-        {
-            "demo": demo,
-            "cohort": cohort,
-            "prepare": Prepare,
-            "preview": preview,
-            "train": train,
-            "generate": generate,
-            "evaluate": evaluate,
-            "export": export,
-            "package": package,
-            "fetch": fetch,
-            "label": label,
-        },
-        name="brainsynth",
-    )
+COMMANDS = {
+    "demo": demo,
+    "cohort": cohort,
+    "prepare": Prepare,
+    "preview": preview,
+    "train": train,
+    "generate": generate,
+    "evaluate": evaluate,
+    "export": export,
+    "package": package,
+    "fetch": fetch,
+    "label": label,
+}
+HELP_FLAGS = ("--help", "-h")
+DEBUG_FLAG = "--debug"
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _command_line(argv: Sequence[str]) -> list[str]:
+    """``argv`` as fire should see it.
+
+    ``--help`` goes after fire's ``--`` separator (fire would otherwise pass it to a command's ``**overrides`` and
+    fail); a SHA-256 digest is quoted so that fire keeps it a string (it would read ``000…0`` as the integer 0).
+    """
+    args = []
+    for arg in argv:
+        key, equals, value = arg.partition("=")
+        if _DIGEST.fullmatch(arg):
+            arg = repr(arg)
+        elif equals and key == "--sha256" and _DIGEST.fullmatch(value):
+            arg = f"{key}={value!r}"
+        args.append(arg)
+    separator = args.index("--") if "--" in args else len(args)
+    if any(arg in HELP_FLAGS for arg in args[:separator]):
+        args = [arg for arg in args[:separator] if arg not in HELP_FLAGS] + ["--", "--help"]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point ``brainsynth``: runs one command of :data:`COMMANDS` on ``argv`` (default
+    ``sys.argv[1:]``), printing a user error as ``brainsynth: <problem>`` lines and exiting with code 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args or os.environ.get("BRAINSYNTH_DEBUG", "") not in ("", "0")
+    args = [arg for arg in args if arg != DEBUG_FLAG]
+    try:
+        fire.Fire(COMMANDS, command=_command_line(args), name="brainsynth")
+    except Exception as error:
+        user_error = None if debug else find_user_error(error)
+        if user_error is None:
+            raise
+        for line in problem_lines(user_error):
+            print(f"brainsynth: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

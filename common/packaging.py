@@ -101,7 +101,7 @@ def _complete_weights(source: Path, root: Path, allow_no_weights: bool) -> str:
         FileNotFoundError: files are missing and ``allow_no_weights`` is false.
         ValueError: the bundle has several demo checkpoints.
     """
-    loaded = [path.relative_to(root).as_posix() for path in inference_files(root)]
+    loaded = [path.relative_to(root.resolve()).as_posix() for path in inference_files(root)]
     missing = [name for name in loaded if not (root / name).is_file()]
     if not missing:
         return f"trained weights: {', '.join(loaded)}"

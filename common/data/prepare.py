@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.data.nifti import NIFTI_EXTENSIONS, nifti_files, nifti_stem
+from common.errors import InputError
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -43,7 +44,7 @@ MASK_SUFFIXES = ("", "_mask", "_seg", "_label")
 _AFFINE_ATOL = 1e-3
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(InputError):
     """A dataset failed validation; ``problems`` holds one ``"<path>: <problem>"`` string per problem."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -66,9 +67,13 @@ def _format_values(values: Iterable[float]) -> str:
 
 
 def _check_volume(
-    path: Path, *, is_label: bool, allowed_labels: Sequence[int] | None
+    path: Path, *, is_label: bool, allowed_labels: Sequence[int] | None, allow_empty_label: bool = False
 ) -> tuple[_Header | None, list[str]]:
-    """Validate one volume; returns its geometry (None when unreadable or not 3D) and its problems."""
+    """Validate one volume; returns its geometry (None when unreadable or not 3D) and its problems.
+
+    A constant image (every voxel the same value, e.g. all zero) is refused, and so is an empty label map (every
+    voxel 0) unless ``allow_empty_label``.
+    """
     try:
         image = nib.load(path)
         shape = tuple(int(n) for n in image.shape)
@@ -86,6 +91,11 @@ def _check_volume(
         problems.append(
             f"{path}: contains non-finite values ({int(np.isnan(data).sum())} NaN, {int(np.isinf(data).sum())} Inf)"
         )
+    elif is_label and not allow_empty_label and not data.any():
+        problems.append(f"{path}: empty label map (every voxel is 0); a mask needs its head/brain label")
+    elif not is_label and data.min() == data.max():
+        value = _format_values([data.flat[0]])[1:-1]
+        problems.append(f"{path}: constant volume (every voxel is {value}): an empty or failed export?")
     if is_label:
         values = np.unique(data[finite])
         fractional = values[values != np.round(values)]
@@ -100,21 +110,27 @@ def _check_volume(
     return _Header(path=path, shape=shape, affine=np.asarray(image.affine, dtype=np.float64)), problems
 
 
-def validate_volume(path: str | Path, *, is_label: bool, allowed_labels: Sequence[int] | None = None) -> list[str]:
+def validate_volume(
+    path: str | Path, *, is_label: bool, allowed_labels: Sequence[int] | None = None, allow_empty_label: bool = False
+) -> list[str]:
     """Check that ``path`` is a readable 3D NIfTI volume with finite values (and valid labels if ``is_label``).
 
-    A 4D volume with a trailing singleton dimension, shape (X, Y, Z, 1), counts as 3D.
+    A 4D volume with a trailing singleton dimension, shape (X, Y, Z, 1), counts as 3D. An image must not be
+    constant (every voxel the same value, e.g. all zero), a label map not empty (all zero).
 
     Args:
         path: NIfTI file to check.
         is_label: whether the volume is a label map: its values must then be integers, and in ``allowed_labels``
             when that is given.
         allowed_labels: permitted label values (only used when ``is_label``); None accepts any integer.
+        allow_empty_label: accept a label map that is all zero (a BraTS segmentation of a case without tumour).
 
     Returns:
         One ``"<path>: <problem>"`` string per problem found; empty when the volume is valid.
     """
-    return _check_volume(Path(path), is_label=is_label, allowed_labels=allowed_labels)[1]
+    return _check_volume(
+        Path(path), is_label=is_label, allowed_labels=allowed_labels, allow_empty_label=allow_empty_label
+    )[1]
 
 
 def _check_same_geometry(reference: _Header, other: _Header) -> list[str]:
@@ -129,7 +145,9 @@ def _check_same_geometry(reference: _Header, other: _Header) -> list[str]:
     return problems
 
 
-def _validate_groups(groups: Sequence[Sequence[tuple[Path, bool]]], allowed_labels: Sequence[int] | None) -> list[str]:
+def _validate_groups(
+    groups: Sequence[Sequence[tuple[Path, bool]]], allowed_labels: Sequence[int] | None, allow_empty_label: bool = False
+) -> list[str]:
     """Validate each ``(path, is_label)`` file of each group and check that files of a group share their geometry."""
     problems = []
     progress = tqdm(total=sum(len(group) for group in groups), desc="Validating NIfTI files", unit="file")
@@ -137,7 +155,9 @@ def _validate_groups(groups: Sequence[Sequence[tuple[Path, bool]]], allowed_labe
         for group in groups:
             headers = []
             for path, is_label in group:
-                header, volume_problems = _check_volume(path, is_label=is_label, allowed_labels=allowed_labels)
+                header, volume_problems = _check_volume(
+                    path, is_label=is_label, allowed_labels=allowed_labels, allow_empty_label=allow_empty_label
+                )
                 problems += volume_problems
                 if header is not None:
                     headers.append(header)
@@ -168,18 +188,18 @@ def _check_request(output: str | Path, inputs: Iterable[Path], overwrite: bool, 
     """Check the arguments before validating files; return the resolved ``output``.
 
     Raises:
-        ValueError: if ``val_fraction`` is not in [0, 1), or ``output`` is an input file or a folder.
+        InputError: if ``val_fraction`` is not in [0, 1), or ``output`` is an input file or a folder.
         FileExistsError: if ``output`` exists and ``overwrite`` is False.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     output = Path(output).resolve()
     if output in {path.resolve() for path in inputs}:
-        raise ValueError(f"{output}: the output datalist would overwrite one of the input files.")
+        raise InputError(f"{output}: the output datalist would overwrite one of the input files.")
     if output.is_dir():
-        raise ValueError(f"{output}: the output datalist path is a folder.")
+        raise InputError(f"{output}: the output datalist path is a folder.")
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output}: already exists; pass overwrite=True to replace it.")
+        raise FileExistsError(f"{output}: already exists; pass --overwrite True to replace it.")
     return output
 
 
@@ -256,8 +276,9 @@ def prepare_paired(
 
     The mask of ``<stem>.nii.gz`` (or ``.nii``) in ``image_dir`` is the file of the same name in ``mask_dir``, or
     else ``<stem>_mask``, ``<stem>_seg`` or ``<stem>_label``. Every file must be a readable 3D volume with finite
-    values, every mask must hold integer labels from ``allowed_labels`` (Med-DDPM: 0 background, 1 brain,
-    2 tumour), and each pair must share shape and affine. Items are sorted by image name.
+    values, no image may be constant (e.g. all zero), every mask must hold integer labels from ``allowed_labels``
+    (Med-DDPM: 0 background, 1 brain, 2 tumour) and not be empty (all zero), and each pair must share shape and
+    affine. Items are sorted by image name.
 
     Args:
         image_dir: folder of images.
@@ -274,7 +295,7 @@ def prepare_paired(
     Raises:
         DatasetValidationError: listing every problem found.
         FileExistsError: if ``output`` exists and ``overwrite`` is False.
-        ValueError: if ``output`` is one of the input files or ``val_fraction`` is not in [0, 1).
+        InputError: if ``output`` is one of the input files or ``val_fraction`` is not in [0, 1).
     """
     problems: list[str] = []
     images = _list_niftis(Path(image_dir), problems)
@@ -300,8 +321,8 @@ def prepare_images(
 ) -> Path:
     """Write a datalist of ``{"image": ...}`` items (for unconditional models) from a folder of NIfTI images.
 
-    Every file must be a readable 3D volume with finite values. Items are sorted by file name. Arguments, return
-    value and exceptions are as in :func:`prepare_paired`.
+    Every file must be a readable 3D volume with finite values that is not constant (e.g. all zero). Items are
+    sorted by file name. Arguments, return value and exceptions are as in :func:`prepare_paired`.
     """
     problems: list[str] = []
     images = _list_niftis(Path(image_dir), problems)
@@ -343,8 +364,9 @@ def prepare_brats(
     :data:`BRATS_MODALITIES` (T1, T1ce, T2, FLAIR). Segmentations keep their BraTS 2021 labels (1 necrotic core,
     2 oedema, 4 enhancing tumour); remapping 4 -> 3 and adding a brain label are done by transforms at load time,
     never by rewriting files. All five files of a case must be readable 3D volumes with finite values and the same
-    shape and affine; the segmentation must hold integer labels from ``allowed_labels``. Items are sorted by case
-    name; hidden folders are skipped. Other arguments, return value and exceptions are as in :func:`prepare_paired`.
+    shape and affine, no image may be constant; the segmentation must hold integer labels from ``allowed_labels``
+    (it may be empty: a case without tumour). Items are sorted by case name; hidden folders are skipped. Other
+    arguments, return value and exceptions are as in :func:`prepare_paired`.
     """
     root = Path(root)
     problems: list[str] = []
@@ -359,7 +381,7 @@ def prepare_brats(
     inputs = [path for files in cases.values() for path in files.values()]
     output = _check_request(output, inputs, overwrite, val_fraction)
     groups = [[(path, key == "seg") for key, path in files.items()] for files in cases.values()]
-    problems += _validate_groups(groups, allowed_labels)
+    problems += _validate_groups(groups, allowed_labels, allow_empty_label=True)
     if problems:
         raise DatasetValidationError(problems)
     items = [{"image": [files[m] for m in BRATS_MODALITIES], "label": files["seg"]} for files in cases.values()]

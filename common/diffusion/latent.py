@@ -11,6 +11,9 @@ from monai.networks.nets import VQVAE
 from monai.networks.schedulers import Scheduler
 from torch import nn
 
+from common.bundle_runner import is_state_dict_mismatch, weights_mismatch_message
+from common.errors import InputError
+
 from .sampler import SeededSampler
 
 
@@ -29,6 +32,8 @@ class VQLatentCodec(nn.Module):
 
     Raises:
         FileNotFoundError: naming ``weights`` when the file does not exist.
+        InputError: when the weights do not fit ``autoencoder``, naming the override of ``configs/`` (in the current
+            folder) they fit, e.g. ``tiny_cpu.json``.
     """
 
     def __init__(self, autoencoder: VQVAE, weights: str | Path | None = None) -> None:
@@ -39,7 +44,15 @@ class VQLatentCodec(nn.Module):
                     f"{weights}: trained VQ-GAN autoencoder not found; train it first with"
                     " `python -m monai.bundle run training --config_file configs/train_autoencoder.json`"
                 )
-            autoencoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            try:
+                autoencoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            except RuntimeError as error:
+                if not is_state_dict_mismatch(error):
+                    raise
+                message = weights_mismatch_message(
+                    weights, autoencoder, Path.cwd() / "configs", net_id="autoencoder_def"
+                )
+                raise InputError(message) from error
         self.autoencoder = autoencoder.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> VQLatentCodec:

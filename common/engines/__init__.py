@@ -17,6 +17,7 @@ from .prepare_batch import (
 )
 from .registration import DiffuseMorphIteration
 from .vqgan import VQGANIteration, random_depth_slices
+from .weights_fit import WeightsFitHandler
 from .writers import GeneratedVolumeWriter, SamplePreviewHandler
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SamplePreviewHandler",
     "SliceDiffusionPrepareBatch",
     "VQGANIteration",
+    "WeightsFitHandler",
     "latest_checkpoint",
     "random_depth_slices",
     "save_atomically",

@@ -20,6 +20,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
+from common.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
@@ -76,6 +78,12 @@ def unwrap(obj: Any) -> Any:
     distributed, as ignite's ``Checkpoint`` does; ``Checkpoint.load_objects`` unwraps when loading.
     """
     return obj.module if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else obj
+
+
+def _not_resuming_from_zero(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Ignite's "Engine run resuming from iteration 0, ..." (printed by every fresh MONAI
+    trainer, whose state is preset, before :class:`ResumeFromLatestCheckpoint` says where training really starts)."""
+    return not record.getMessage().startswith("Engine run resuming from iteration 0,")
 
 
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,18 +150,31 @@ class ResumeFromLatestCheckpoint:
 
     Restores network, EMA network, optimizer, LR scheduler and the trainer state (so the iteration count
     continues). Does nothing when ``enabled`` is false or the folder holds no checkpoint. Attach it before the
-    other handlers.
+    other handlers. It logs where training starts, and silences Ignite's misleading "Engine run resuming from
+    iteration 0" that precedes it.
 
     Args:
         ckpt_dir: folder written by :class:`CheckpointSaver`.
         load_dict: the same objects as the saver's ``save_dict``; the engine is added as ``"trainer"``.
-        enabled: resume (``True``) or always start from scratch (``False``).
+        enabled: resume (``True``) or always start from scratch (``False``); the strings ``"true"`` and ``"false"``
+            (any case) count as these, since ``--resume false`` on the command line arrives as a string.
         map_location: ``torch.load`` map location.
+
+    Raises:
+        InputError: ``enabled`` is neither a bool nor one of those strings.
     """
 
     def __init__(
-        self, ckpt_dir: str | Path, load_dict: Mapping[str, Any], enabled: bool = True, map_location: Any = "cpu"
+        self,
+        ckpt_dir: str | Path,
+        load_dict: Mapping[str, Any],
+        enabled: bool | str = True,
+        map_location: Any = "cpu",
     ) -> None:
+        if isinstance(enabled, str) and enabled.lower() in ("true", "false"):
+            enabled = enabled.lower() == "true"
+        if not isinstance(enabled, bool):
+            raise InputError(f"resume must be True or False, got {enabled!r}")
         self.ckpt_dir = Path(ckpt_dir)
         self.load_dict = dict(load_dict)
         self.enabled = enabled
@@ -161,11 +182,14 @@ class ResumeFromLatestCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         self.load_dict["trainer"] = engine
+        engine.logger.addFilter(_not_resuming_from_zero)
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
         path = latest_checkpoint(self.ckpt_dir) if self.enabled else None
         if path is None:
+            reason = "resume disabled" if not self.enabled else f"no checkpoint in {self.ckpt_dir}"
+            logger.info(f"training from iteration {engine.state.iteration} ({reason})")
             return
         try:
             checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)

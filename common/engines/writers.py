@@ -35,11 +35,12 @@ class GeneratedVolumeWriter:
     (``engine.state.batch[i]``, holding the ``sample_index_key`` and, for mask-conditioned models, the integer
     ``mask_key`` map (1, X, Y, Z) with its metadata), as decollated by MONAI engines, it writes in ``output_dir``::
 
-        <name>_sample<k>_<channel name>.nii.gz   one file per generated channel, intensities in [0, 1]
-        <name>_sample<k>_mask.nii.gz             the (possibly edited) mask the volume was generated from
-        <name>_sample<k>.png                     tri-planar preview, mask drawn in colour
+        <name>_sample<kk>_<channel name>.nii.gz   one file per generated channel, intensities in [0, 1]
+        <name>_sample<kk>_mask.nii.gz             the (possibly edited) mask the volume was generated from
+        <name>_sample<kk>.png                     tri-planar preview, mask drawn in colour
 
-    where ``<name>`` is the mask's file name, or ``name_prefix`` for unconditional models (which write no mask).
+    where ``<name>`` is the mask's file name, or ``name_prefix`` for unconditional models (which write no mask), and
+    ``<kk>`` the sample index in two digits (``_sample00``, ``_sample01``, ...).
     Volumes take the mask's affine, or ``affine`` without a mask. When the run completes it writes
     ``preview.png`` (a grid of the first ``max_preview`` volumes) and ``outputs.json`` listing every output.
     Outputs never replace an input: writing to a path any item volume was read from raises.

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from common.data.datalist import load_datalist
 from common.data.nifti import nifti_files, nifti_stem
+from common.errors import InputError
 from common.metrics import (
     SliceFeatureExtractor,
     VolumeFeatureExtractor,
@@ -88,11 +89,11 @@ def _real_items(real: Path, sections: Sequence[str], image_key: str, channel: in
     available = list(json.loads(real.read_text()))
     present = [s for s in sections if s in available]
     if not present:
-        raise ValueError(f"{real}: none of the sections {list(sections)} is in the datalist; it has {available}")
+        raise InputError(f"{real}: none of the sections {list(sections)} is in the datalist; it has {available}")
     items = []
     for item in load_datalist(real, present):
         if image_key not in item:
-            raise KeyError(f"{real}: an item has no {image_key!r} key (keys: {sorted(item)}); set image_key")
+            raise InputError(f"{real}: an item has no {image_key!r} key (keys: {sorted(item)}); set image_key")
         image = item[image_key]
         path = Path(image[channel] if isinstance(image, list) else image)
         label = Path(item["label"]).resolve() if isinstance(item.get("label"), str) else None
@@ -127,10 +128,10 @@ def _synthetic_items(
     for record in json.loads(listing.read_text()):
         channels = [key for key in record if key not in WRITER_KEYS]
         if synthetic_key is None and channel >= len(channels):
-            raise ValueError(f"{listing}: channel {channel} asked for, but the records have channels {channels}")
+            raise InputError(f"{listing}: channel {channel} asked for, but the records have channels {channels}")
         key = synthetic_key or channels[channel]
         if key not in record:
-            raise KeyError(f"{listing}: a record has no {key!r} key (generated channels: {channels})")
+            raise InputError(f"{listing}: a record has no {key!r} key (generated channels: {channels})")
         path = _resolve_output(folder, record[key])
         source = record.get("mask_source")
         pair = by_label.get(Path(source).resolve()) if source else None
@@ -162,7 +163,7 @@ def _load_volumes(
         try:
             volume = load({"image": str(path)})
         except Exception as error:  # MONAI wraps reader errors in several types
-            raise ValueError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
+            raise InputError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
         volume = orient(check(volume))
         if prepare is None:  # the size is known once the first volume is loaded
             size = tuple(volume["image"].shape[1:]) if spatial_size is None else spatial_size
@@ -172,11 +173,10 @@ def _load_volumes(
     return torch.stack(volumes)
 
 
-def _require(metric: str, counts: Mapping[str, int], minimum: int) -> None:
-    """Raise a ValueError when a set has fewer volumes than ``metric`` needs."""
+def _too_few(counts: Mapping[str, int], minimum: int = 2) -> str | None:
+    """Why a metric comparing sets is skipped when a set has fewer than ``minimum`` volumes, else ``None``."""
     short = {name: n for name, n in counts.items() if n < minimum}
-    if short:
-        raise ValueError(f"{metric} needs at least {minimum} volumes per set, got {short}")
+    return f"needs at least {minimum} volumes per set, got {short}" if short else None
 
 
 def _background_report(
@@ -332,7 +332,7 @@ def _check_output_dir(output_dir: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output_dir`` that holds an input file (metrics.json and the figure go into a folder of their own)."""
     folders = {path.resolve().parent for path in inputs}
     if output_dir.resolve() in folders:
-        raise ValueError(f"output_dir {output_dir} holds input files; choose a folder of its own for the evaluation")
+        raise InputError(f"output_dir {output_dir} holds input files; choose a folder of its own for the evaluation")
 
 
 def evaluate(
@@ -376,8 +376,9 @@ def evaluate(
             ``GeneratedVolumeWriter``; volumes generated from a mask of the datalist are paired with its image),
             else those matching ``synthetic_pattern`` except ``*_mask`` files.
         output_dir: folder for ``metrics.json`` and ``evaluation.png``; it must not hold any input file.
-        metrics: names from :data:`METRICS` (a comma-separated string works too). ``paired`` is skipped (and the
-            reason recorded under ``"skipped"``) when no synthetic volume has a pair, ``contrast`` when none has a
+        metrics: names from :data:`METRICS` (a comma-separated string works too). ``diversity``, ``mmd``, ``fid``
+            and ``c2st`` are skipped (and the reason recorded under ``"skipped"``) when a set has fewer than 2
+            volumes, ``paired`` when no synthetic volume has a pair, ``contrast`` when none has a
             conditioning mask with a tumour, ``background`` when the real volumes share no background.
         spatial_size: (X, Y, Z) all volumes are padded or cropped to; default: the first real volume's shape.
         image_key: datalist key of the real images.
@@ -414,14 +415,14 @@ def evaluate(
         ``skipped`` and ``outputs`` (the paths written). PSNR of identical pairs is ``Infinity``.
 
     Raises:
-        ValueError: an unknown metric or FID kind, an empty set, too few volumes for a metric, a volume that is not
-            one finite 3D volume (naming the file), or an ``output_dir`` holding input files.
+        ValueError: an unknown metric or FID kind, an empty set, a volume that is not one finite, non-constant 3D
+            volume (naming the file), or an ``output_dir`` holding input files.
         FileNotFoundError: a missing input, or FID without weights (naming what to provide).
     """
     metrics = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     unknown = [m for m in metrics if m not in METRICS] + [k for k in fid_kinds if k not in FID_KINDS]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown metric or FID kind {unknown}; metrics: {list(METRICS)}, FID kinds: {list(FID_KINDS)}"
         )
     real, synthetic, output_dir = Path(real), Path(synthetic), Path(output_dir)
@@ -441,7 +442,7 @@ def evaluate(
     )
     for name, items, source in (("real", real_items, real), ("synthetic", synthetic_items, synthetic)):
         if not items:
-            raise ValueError(f"{source}: no {name} volumes found")
+            raise InputError(f"{source}: no {name} volumes found")
     listing = [synthetic / "outputs.json"] if (synthetic / "outputs.json").is_file() else []
     _check_output_dir(
         output_dir, [*(i["path"] for i in real_items + synthetic_items), *([real] if real.is_file() else []), *listing]
@@ -480,16 +481,17 @@ def evaluate(
         "skipped": {},
     }
     ms_ssim_kwargs = {"kernel_size": kernel_size, "verbose": verbose}
-    if "diversity" in metrics:
-        _require("diversity", counts, 2)
+    too_few = _too_few(counts)
+    for name in ("diversity", "mmd", "fid", "c2st"):
+        if name in metrics and too_few:
+            results["skipped"][name] = too_few
+    if "diversity" in metrics and not too_few:
         results["diversity"] = diversity_report(
             synthetic_volumes, real_volumes, num_pairs=num_pairs, seed=seed, **ms_ssim_kwargs
         )
-    if "mmd" in metrics:
-        _require("mmd", counts, 2)
+    if "mmd" in metrics and not too_few:
         results["mmd"] = {"mmd": mmd(synthetic_volumes, real_volumes)}
-    if "fid" in metrics:
-        _require("fid", counts, 2)
+    if "fid" in metrics and not too_few:
         fids: dict[str, Any] = {}
         for name in fid_kinds:
             kind, axis = FID_KINDS[name]
@@ -503,8 +505,7 @@ def evaluate(
             fids["meaningless"] = True
             fids["note"] = f"fid_weights={fid_weights!r}: random feature networks, for testing only; FID is meaningless"
         results["fid"] = fids
-    if "c2st" in metrics:
-        _require("c2st", counts, 2)
+    if "c2st" in metrics and not too_few:
         results["c2st"] = c2st(
             real_volumes, synthetic_volumes, num_folds=c2st_folds, num_epochs=c2st_epochs, input_size=c2st_size,
             seed=seed, verbose=verbose,

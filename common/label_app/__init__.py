@@ -3,16 +3,18 @@
 MONAI Label runs an app *folder* and writes its logs and working folders (``logs/``, ``model/``, ...) into it, so
 the app is not served from this package: :func:`write_app_dir` makes a working folder whose ``main.py`` imports
 :class:`common.label_app.main.BrainSynthApp`, and :func:`start_server_command` is the ``monailabel start_server``
-command for it (``brainsynth label`` runs both). Nothing here imports MONAI Label, and ``common`` does not import
-this package, so the bundles run without MONAI Label installed.
+command for it (``brainsynth label`` runs both, then becomes the server, :func:`exec_server`). Nothing here imports
+MONAI Label, and ``common`` does not import this package, so the bundles run without MONAI Label installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 APP_MAIN = '''"""MONAI Label app folder of the brain MRI diffusion bundles (written by ``brainsynth label``)."""
 
@@ -38,6 +40,8 @@ def start_server_command(
     python: str | Path | None = None,
     sampler: str = "ddpm",
     num_inference_steps: int = 50,
+    workers: int = 1,
+    queue_size: int = 8,
 ) -> list[str]:
     """``python -m monailabel.main start_server`` with the app and its options (see :mod:`common.label_app.main`).
 
@@ -51,6 +55,8 @@ def start_server_command(
         sampler / num_inference_steps: every task's default sampling (a request may ask for others): the respaced
             DDPM at 50 steps, the fast sampler measured to match the full chain (see the bundles' READMEs); a bundle
             whose T is smaller samples all its T steps.
+        workers / queue_size: inference worker processes, each running one request at a time, and the requests that
+            may wait for one; more are answered HTTP 503 (see :class:`common.label_app.pool.WorkerPool`).
 
     Raises:
         ModuleNotFoundError: when ``python`` is this interpreter and MONAI Label is not installed in it.
@@ -69,7 +75,20 @@ def start_server_command(
     if configs:
         command += ["--conf", "configs", ",".join(configs)]
     command += ["--conf", "sampler", sampler, "--conf", "num_inference_steps", str(num_inference_steps)]
+    command += ["--conf", "workers", str(workers), "--conf", "queue_size", str(queue_size)]
     return command
 
 
-__all__ = ["write_app_dir", "start_server_command"]
+def exec_server(command: Sequence[str]) -> NoReturn:
+    """Replace this process by the server ``command`` (``os.execv``; the process id stays the same).
+
+    The launcher does not wait on a child server: it *is* the server, so SIGTERM / SIGINT (Ctrl-C) sent to it reach
+    the server itself, and killing it (even with SIGKILL) kills the server, whose inference workers then exit
+    too (``PR_SET_PDEATHSIG``, :mod:`common.label_app.worker`). Nothing runs after this call.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], list(command))
+
+
+__all__ = ["write_app_dir", "start_server_command", "exec_server"]

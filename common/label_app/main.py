@@ -8,11 +8,17 @@ Options (``--conf KEY VALUE``):
   ``inference.json`` (e.g. ``inference.json,tiny_cpu.json`` for the tiny CPU models of the tests).
 - ``sampler``, ``num_inference_steps``: every task's default sampling, default ``ddpm`` and ``50`` (the respaced
   DDPM; at most each bundle's T). A request may ask for another sampler or step count.
+- ``workers``: inference worker processes, default ``1`` (see :class:`common.label_app.pool.WorkerPool`): each runs
+  one request at a time with its own copy of the networks and ``CPUs / workers`` torch threads.
+- ``queue_size``: requests that may wait for a worker, default ``8``; more are answered HTTP 503.
+- ``preload``: ``true`` (default) loads every task's networks in each worker at start, so that no request pays for
+  it; ``false`` loads them on the first request of each bundle. Either way they stay loaded.
 
 Each task is named after its bundle folder: ``POST /infer/med_ddpm_brain_mri`` with the drawn label volume as
 ``label`` returns the synthesised MRI; ``POST /infer/cdpm_brain_mri`` (or any unconditional bundle) returns a new
-volume. Bad requests (no label, an unknown channel, a missing file) answer HTTP 400 with the reason, and a bundle
-that fails (e.g. without its weights) HTTP 500 with the root cause.
+volume. :mod:`common.label_app.routes` serves it: bad requests answer HTTP 400 with the reason, an unknown model
+404, a full queue 503, and a bundle that fails (e.g. without its weights) HTTP 500 with the root cause.
+``GET /info/`` also reports the queue (``"queue": {"workers", "ready", "queue_size", "running", "waiting"}``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 import common
 from common.bundle_runner import BUNDLES_DIR
-from common.label_app.tasks import BundleRunError, BundleSynthesisTask
+from common.label_app.pool import WorkerPool
+from common.label_app.routes import install_infer_route
+from common.label_app.tasks import BundleSynthesisTask
+from common.label_app.worker import BundleRunError
 
 
 def _conf_list(value: str | None) -> list[str]:
@@ -44,6 +53,7 @@ class BrainSynthApp(MONAILabelApp):
             "sampler": conf.get("sampler", "ddpm"),
             "num_inference_steps": conf.get("num_inference_steps", "50"),
         }
+        self.pool: WorkerPool | None = None
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -58,12 +68,43 @@ class BrainSynthApp(MONAILabelApp):
         tasks = [BundleSynthesisTask(bundle, self.configs, sampler, steps) for bundle in self.bundles]
         return {task.bundle_root.name: task for task in tasks}
 
+    def tasks(self) -> dict[str, BundleSynthesisTask]:
+        """The inference tasks by name."""
+        return self._infers
+
+    def on_init_complete(self) -> None:
+        """In the server (MONAI Label calls this from its event loop at start-up): start the worker pool and serve
+        ``POST /infer/{model}`` through it (:mod:`common.label_app.routes`)."""
+        from monailabel.app import app  # the running server's FastAPI app; importing it elsewhere would build one
+
+        super().on_init_complete()
+        preload = self.conf.get("preload", "true").lower() == "true"
+        self.pool = WorkerPool(
+            workers=int(self.conf.get("workers", "1")),
+            queue_size=int(self.conf.get("queue_size", "8")),
+            preload=[(str(task.bundle_root), task.configs) for task in self.tasks().values()] if preload else (),
+        )
+        self.pool.start()
+        install_infer_route(app, self)
+
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's app info, with the inference queue's state in the server."""
+        info = super().info()
+        if self.pool is not None:
+            info["queue"] = self.pool.stats()
+        return info
+
     def infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:
-        """MONAI Label's inference, its errors answered with the reason: HTTP 400 for a bad request, 500 when the
-        bundle fails (e.g. its weights are missing)."""
+        """MONAI Label's in-process inference (not ``POST /infer``, see :mod:`common.label_app.routes`), its errors
+        answered with the reason: HTTP 400 for a bad request, 500 when the bundle fails (e.g. missing weights)."""
         try:
             return super().infer(request, datastore)
         except BundleRunError as error:
             raise HTTPException(status_code=500, detail=f"{request.get('model')}: {error}") from error
         except (ValueError, FileNotFoundError) as error:
             raise HTTPException(status_code=400, detail=f"{request.get('model')}: {error}") from error
+
+    def batch_infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:
+        """Not served: batch inference runs a task on the datastore's images and could name any file on the server
+        as a label; these tasks generate one volume per ``POST /infer/{model}``."""
+        raise HTTPException(status_code=400, detail="batch inference is not served; use POST /infer/{model}")

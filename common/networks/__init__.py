@@ -1,3 +1,4 @@
+from .checkpointing import checkpoint_blocks
 from .diffusemorph import DiffuseMorph
 from .factorised_unet import FactorisedDiffusionUNet
 from .perceptual import make_perceptual_loss
@@ -15,6 +16,7 @@ __all__ = [
     "SliceLayout",
     "SlicePositionEmbedding",
     "add_slice_attention",
+    "checkpoint_blocks",
     "make_perceptual_loss",
     "make_vqgan_autoencoder",
 ]

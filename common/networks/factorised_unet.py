@@ -42,6 +42,8 @@ class FactorisedDiffusionUNet(nn.Module):
             (the levels with attention and the middle block), with as many heads, and after the input convolution
             (``channels[0] / num_head_channels[0]`` heads).
         max_distance: largest slice distance told apart by the relative positions (depth - 1 covers every pair).
+        use_flash_attention: run the spatial attention through PyTorch's ``scaled_dot_product_attention`` (MONAI's
+            option; the same computation with fused, memory-efficient kernels).
     """
 
     def __init__(
@@ -54,13 +56,15 @@ class FactorisedDiffusionUNet(nn.Module):
         num_head_channels: int | Sequence[int] = 32,
         norm_num_groups: int = 8,
         max_distance: int = 63,
+        use_flash_attention: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.downsampling = 2 ** (len(channels) - 1)
         self.unet = diffusion_unet_2d(
-            in_channels, out_channels, channels, attention_levels, num_res_blocks, num_head_channels, norm_num_groups
-        )
+            in_channels, out_channels, channels, attention_levels, num_res_blocks, num_head_channels, norm_num_groups,
+            use_flash_attention,
+        )  # fmt: skip
         for block in (*self.unet.down_blocks, *self.unet.up_blocks):
             if isinstance(block, (AttnDownBlock, AttnUpBlock)):  # attend after the level's last residual block only
                 for index in range(len(block.attentions) - 1):

@@ -67,6 +67,8 @@ class SliceDiffusionUNet(nn.Module):
         absolute_position: also embed each slice's absolute index (needs ``depth``); its projection starts at zero,
             so a new network computes what it would without it.
         depth: slices of a volume along the slice axis, the scale of the absolute positions.
+        use_flash_attention: run the spatial attention through PyTorch's ``scaled_dot_product_attention`` (MONAI's
+            option; the same computation with fused, memory-efficient kernels).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class SliceDiffusionUNet(nn.Module):
         max_distance: int = 127,
         absolute_position: bool = False,
         depth: int | None = None,
+        use_flash_attention: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(absolute_position, bool):  # "false" from a fire command line would read as True
@@ -89,7 +92,7 @@ class SliceDiffusionUNet(nn.Module):
         self.image_channels, self.absolute_position = image_channels, absolute_position
         self.unet = diffusion_unet_2d(
             image_channels + 1, image_channels, channels, attention_levels, num_res_blocks, num_head_channels,
-            norm_num_groups,
+            norm_num_groups, use_flash_attention,
         )  # fmt: skip
         if absolute_position:
             self.unet.num_class_embeds = depth  # the U-Net adds class_embedding(class_labels) to the time embedding

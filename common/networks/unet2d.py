@@ -15,8 +15,12 @@ def diffusion_unet_2d(
     num_res_blocks: int | Sequence[int],
     num_head_channels: int | Sequence[int],
     norm_num_groups: int,
+    use_flash_attention: bool = False,
 ) -> DiffusionModelUNet:
     """Build ``monai.networks.nets.DiffusionModelUNet(spatial_dims=2, ...)`` after checking ``attention_levels``.
+
+    ``use_flash_attention`` runs MONAI's spatial attention through ``torch.nn.functional.scaled_dot_product_attention``
+    (the same computation, with PyTorch's fused and memory-efficient kernels).
 
     Raises:
         TypeError: if an attention level is not a boolean: ``"[false,true]"`` on a fire command line arrives as
@@ -33,4 +37,5 @@ def diffusion_unet_2d(
         num_res_blocks=num_res_blocks,
         num_head_channels=num_head_channels,
         norm_num_groups=norm_num_groups,
+        use_flash_attention=use_flash_attention,
     )

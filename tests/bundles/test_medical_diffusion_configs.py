@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import REPO, bundle_config
 from monai.bundle import ConfigParser
+from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from common.engines import DelayedEMAHandler
-from common.networks import FactorisedDiffusionUNet, RestartingEMAQuantizer
+from common.networks import FactorisedDiffusionUNet, RestartingEMAQuantizer, SliceAttentionBlock
 
 BUNDLE = "medical_diffusion_brain_mri"
 
@@ -66,6 +67,10 @@ def test_latent_ddpm_is_the_papers(diffusion_config):
     network = diffusion_config.get_parsed_content("network")
     assert isinstance(network, FactorisedDiffusionUNet)
     assert network.unet.block_out_channels == [32, 64, 128, 256] and network.in_channels == 8
+    # attention placed as the reference's Unet3D: 9 spatial + 10 depth attention blocks (MONAI's placement: 21 + 21)
+    assert sum(isinstance(module, SpatialAttentionBlock) for module in network.modules()) == 9
+    assert sum(isinstance(module, SliceAttentionBlock) for module in network.modules()) == 10
+    assert sum(p.numel() for p in network.parameters()) == pytest.approx(15.87e6, rel=0.001)
     scheduler = diffusion_config.get_parsed_content("noise_scheduler")
     assert isinstance(scheduler, DDPMScheduler) and scheduler.num_train_timesteps == 300
     assert scheduler.betas[-1].item() < 0.9999 and scheduler.betas[0].item() < 1e-3  # cosine schedule

@@ -148,6 +148,14 @@ def _affine_mismatch(paired):
     _write(paired / "masks" / "case_b.nii.gz", _mask(), affine=np.diag([2.0, 2.0, 2.5, 1.0]))
 
 
+def _constant_image(paired):
+    _write(paired / "images" / "case_b.nii.gz", np.zeros(SHAPE, np.float32))
+
+
+def _empty_mask(paired):
+    _write(paired / "masks" / "case_b.nii.gz", np.zeros(SHAPE, np.uint8))
+
+
 def _missing_mask(paired):
     (paired / "masks" / "case_b.nii.gz").unlink()
 
@@ -166,6 +174,8 @@ def _orphan_mask(paired):
         (_fractional_labels, "masks/case_b.nii.gz", "non-integer label values [0.5]"),
         (_shape_mismatch, "masks/case_b.nii.gz", "shape (8, 8, 6) does not match"),
         (_affine_mismatch, "masks/case_b.nii.gz", "affine does not match"),
+        (_constant_image, "images/case_b.nii.gz", "constant volume (every voxel is 0)"),
+        (_empty_mask, "masks/case_b.nii.gz", "empty label map (every voxel is 0)"),
         (_missing_mask, "images/case_b.nii.gz", "no matching mask"),
         (_orphan_mask, "masks/case_b.nii.gz", "no matching image"),
     ],
@@ -215,12 +225,17 @@ def test_brats_missing_modality_and_label_4_check(brats):
     assert problems.count("unexpected labels [4]; allowed [0, 1, 2, 3]") == len(CASES)
 
 
+def test_brats_accepts_an_empty_segmentation(brats):
+    _write(brats / "case_b" / "case_b_seg.nii.gz", np.zeros(SHAPE, np.uint8))  # a case without tumour
+    assert prepare_brats(brats, brats / "datalist.json").is_file()
+
+
 def test_inputs_unchanged_and_overwrite_refused(paired):
     before = _hashes(paired)
     output = _prepare_paired(paired)
     assert _hashes(paired) == before
     content = output.read_text()
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="--overwrite True"):
         _prepare_paired(paired, seed=1)
     assert output.read_text() == content
     assert _prepare_paired(paired, seed=1, overwrite=True) == output
@@ -247,6 +262,11 @@ def test_validate_volume(tmp_path):
     assert validate_volume(_write(tmp_path / "inf.nii.gz", inf), is_label=False) == [
         f"{tmp_path / 'inf.nii.gz'}: contains non-finite values (0 NaN, 1 Inf)"
     ]
+    constant = _write(tmp_path / "constant.nii.gz", np.full(SHAPE, 2.5, np.float32))
+    assert validate_volume(constant, is_label=False) == [
+        f"{constant}: constant volume (every voxel is 2.5): an empty or failed export?"
+    ]
+    assert validate_volume(_write(tmp_path / "one_label.nii.gz", np.ones(SHAPE, np.uint8)), is_label=True) == []
     labels = _write(tmp_path / "labels.nii.gz", _mask((0, 9)))
     assert validate_volume(labels, is_label=True) == []
     assert validate_volume(labels, is_label=True, allowed_labels=(0, 1)) == [

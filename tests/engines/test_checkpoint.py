@@ -1,8 +1,11 @@
+import logging
+
 import pytest
 import torch
 from ignite.engine import Engine
 
 from common.engines import CheckpointSaver, ResumeFromLatestCheckpoint, latest_checkpoint, save_atomically
+from common.errors import InputError
 
 
 def _training(ckpt_dir, max_epochs: int, resume: bool = True):
@@ -50,10 +53,16 @@ def test_resume_continues_iterations_and_state(tmp_path):
     assert optimizer.param_groups[0]["lr"] == straight_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
 
 
-def test_resume_disabled_starts_from_scratch(tmp_path):
+@pytest.mark.parametrize("resume", [False, "false", "False"])
+def test_resume_disabled_starts_from_scratch(tmp_path, resume):
     _training(tmp_path, max_epochs=1)
-    engine, *_ = _training(tmp_path, max_epochs=1, resume=False)
+    engine, *_ = _training(tmp_path, max_epochs=1, resume=resume)  # --resume false arrives as a string
     assert engine.state.iteration == 4
+
+
+def test_resume_flag_that_is_not_a_bool_is_refused(tmp_path):
+    with pytest.raises(InputError, match="resume must be True or False, got 'no'"):
+        ResumeFromLatestCheckpoint(tmp_path, {}, enabled="no")
 
 
 def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
@@ -84,3 +93,21 @@ def test_atomic_save_uses_the_usual_file_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_logs_where_training_starts_without_ignites_resuming_from_zero(tmp_path, caplog):
+    def run(max_epochs: int) -> None:
+        engine = Engine(lambda engine, batch: None)
+        ResumeFromLatestCheckpoint(tmp_path, {}).attach(engine)
+        CheckpointSaver(tmp_path, {}, save_interval=2).attach(engine)
+        engine.state.max_epochs = max_epochs  # preset, as MONAI's trainers do: Ignite then says "resuming"
+        engine.run([0] * 2, max_epochs=max_epochs)
+
+    caplog.set_level(logging.INFO)
+    run(max_epochs=1)
+    assert f"training from iteration 0 (no checkpoint in {tmp_path})" in caplog.text
+    assert "Engine run resuming from iteration 0," not in caplog.text
+    caplog.clear()
+    run(max_epochs=2)
+    assert f"resumed from {tmp_path / 'checkpoint_2.pt'} at iteration 2" in caplog.text
+    assert "resuming from iteration 0" not in caplog.text

@@ -134,8 +134,11 @@ def test_bad_inputs_give_clear_errors(cohort, tmp_path):
     single = tmp_path / "single"
     single.mkdir()
     shutil.copyfile(cohort / "copies" / "gen0.nii.gz", single / "gen0.nii.gz")
-    with pytest.raises(ValueError, match="diversity needs at least 2 volumes per set, got {'synthetic': 1}"):
-        evaluate(cohort / "images", single, tmp_path / "eval", metrics=["diversity"], **FAST)
+    results = evaluate(cohort / "images", single, tmp_path / "single_eval", metrics=["diversity", "mmd"], **FAST)
+    assert results["skipped"] == dict.fromkeys(
+        ("diversity", "mmd"), "needs at least 2 volumes per set, got {'synthetic': 1}"
+    )
+    assert "diversity" not in results and "mmd" not in results
     with pytest.raises(ValueError, match="holds input files"):
         evaluate(cohort / "images", cohort / "copies", cohort / "copies", **FAST)
 

@@ -20,6 +20,7 @@ def test_command_serves_the_app_folder_with_the_bundles_and_configs(tmp_path):
     command = start_server_command(
         tmp_path / "app", tmp_path / "studies", ["med_ddpm_brain_mri", tmp_path / "cdpm"],
         ["inference.json", "tiny_cpu.json"], port=9001, python="/envs/label/bin/python", num_inference_steps=25,
+        workers=3, queue_size=2,
     )  # fmt: skip
     assert command[:4] == ["/envs/label/bin/python", "-m", "monailabel.main", "start_server"]
     assert command[command.index("--app") + 1] == str(tmp_path / "app")
@@ -31,6 +32,8 @@ def test_command_serves_the_app_folder_with_the_bundles_and_configs(tmp_path):
         "configs": "inference.json,tiny_cpu.json",
         "sampler": "ddpm",
         "num_inference_steps": "25",
+        "workers": "3",
+        "queue_size": "2",
     }
 
 
