@@ -27,10 +27,8 @@ traceback of user errors too.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -40,11 +38,10 @@ from typing import Any
 import fire
 import nibabel as nib
 import numpy as np
-import torch
 
-from common.bundle_runner import BUNDLES_DIR, run_bundle
-from common.data import build_demo_cohort, nifti_stem, prepare_brats, prepare_images, prepare_paired
-from common.engines import checkpoint_iteration, latest_checkpoint
+from common.bundle_runner import run_bundle
+from common.data import build_demo_cohort, prepare_brats, prepare_images, prepare_paired
+from common.demo import run_demo
 from common.errors import InputError, UserError, find_user_error, problem_lines
 from common.evaluation import evaluate as evaluate_volumes
 from common.evaluation import metric_table
@@ -52,12 +49,6 @@ from common.export import export_network
 from common.label_app import exec_server, start_server_command, write_app_dir
 from common.packaging import fetch_bundle, package_bundle
 from common.visualize import save_triplanar_preview
-
-DEMO_WEIGHTS_DIR = BUNDLES_DIR / "med_ddpm_brain_mri" / "models" / "demo"
-#: Training settings of the demo (and of the shipped demo weights), on top of ``train.json`` + ``tiny_cpu.json``.
-DEMO_LEARNING_RATE = 1e-3
-DEMO_EMA_DECAY = 0.99
-DEMO_EPOCH_LENGTH = 100
 
 
 class Prepare:
@@ -227,113 +218,38 @@ def export(
     return str(path)
 
 
-def _starting_iteration(ckpt_dir: Path, size: int, use_demo_weights: bool) -> int:
-    """The iteration training resumes from: the newest checkpoint in ``ckpt_dir``; else, if ``use_demo_weights``,
-    the shipped demo checkpoint for ``size``, copied into ``ckpt_dir``; else 0."""
-    previous = latest_checkpoint(ckpt_dir)
-    if previous is not None:
-        return checkpoint_iteration(previous)
-    shipped = DEMO_WEIGHTS_DIR / f"checkpoint_demo_s{size}.pt"
-    if not use_demo_weights or not shipped.is_file():
-        return 0
-    iteration = int(torch.load(shipped, weights_only=True)["trainer"]["iteration"])
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shipped, ckpt_dir / f"checkpoint_{iteration}.pt")
-    print(f"Starting from the demo weights {shipped} ({iteration} iterations on the demo cohort)")
-    return iteration
-
-
 def demo(
     output_dir: str = "outputs/demo",
     data_root: str = "data/demo",
-    size: int = 32,
-    num_subjects: int = 8,
-    train_seconds: float = 150,
+    train_seconds: float = 60,
     train_iterations: int = 2000,
     from_scratch: bool = False,
-    learning_rate: float = DEMO_LEARNING_RATE,
-    ema_decay: float = DEMO_EMA_DECAY,
     num_inference_steps: int = 50,
     tumour_shift: Sequence[int] = (0, -4, 0),
 ) -> str:
-    """The main job on demo data: build a small cohort, train a tiny Med-DDPM for a bounded time, shift the
-    tumour of one mask, synthesise the matching MRI with the respaced DDPM, and write NIfTI + PNG under
-    ``output_dir``.
+    """The main job on demo data: fine-tune Med-DDPM's demo model briefly, synthesise an MRI from a tumour mask and
+    from the same mask with the tumour moved, generate a volume with every other bundle's demo model, and write
+    NIfTI + PNG and one figure (``demo_preview.png``) with the models' measured cards under ``output_dir``.
 
-    At 32³ training starts from the demo weights shipped in the bundle (``models/demo/``, trained on this very
-    demo cohort with the command in the bundle README) unless ``from_scratch``: a few CPU minutes from scratch
-    give noise. Training resumes from ``output_dir/models`` when run again, so repeated demos keep improving.
+    The demo models (``bundles/<name>/models/demo/``) were trained on synthetic demo cohorts with each bundle's
+    ``configs/demo_cpu.json`` (commands and metrics in the bundle READMEs). Med-DDPM's fine-tuning resumes from
+    ``output_dir/models`` when run again. See :func:`common.demo.run_demo`.
 
     Args:
         output_dir: where models, logs and generated volumes go.
-        data_root: cache folder of the demo cohort.
-        size: edge of the cubic volumes in voxels.
-        num_subjects: subjects in the demo cohort.
-        train_seconds: wall-clock budget of the training run.
-        train_iterations: iteration budget of the training run (whichever budget ends first).
-        from_scratch: do not start from the shipped demo weights (a previous run in ``output_dir`` still resumes).
-        learning_rate: constant Adam learning rate. The paper's 1e-5 (then 1e-6) suits 100k iterations; a few
-            thousand CPU iterations need a larger one.
-        ema_decay: EMA decay (the paper's 0.995 suits 100k iterations).
-        num_inference_steps: steps of the respaced DDPM when generating (50 matches the full 250-step chain).
+        data_root: cache folder of the 8-subject 32³ demo cohort.
+        train_seconds: wall-clock budget of Med-DDPM's fine-tuning.
+        train_iterations: its iteration budget (whichever budget ends first).
+        from_scratch: train Med-DDPM from scratch, not from its demo checkpoint (a few CPU minutes give noise).
+        num_inference_steps: steps of the respaced DDPM of every bundle (50 matches the full chains).
         tumour_shift: voxels to shift the tumour by along (X, Y, Z) in RAS (default: 4 voxels posterior).
     """
-    out = Path(output_dir)
-    cohort_dir = build_demo_cohort(data_root, num_subjects=num_subjects, size=size, seed=0, tumour_fraction=0.5)
-    manifest = json.loads((cohort_dir / "manifest.json").read_text())
-    print(f"Demo cohort (synthetic DEMO data, not research data): {cohort_dir}")
-
-    ckpt_dir = out / "models"
-    start = _starting_iteration(ckpt_dir, size, use_demo_weights=not from_scratch)
-    common_overrides: dict[str, Any] = {"spatial_size": [size] * 3, "ckpt_dir": str(ckpt_dir)}
-    train(
-        "med_ddpm_brain_mri",
-        configs=["train.json", "tiny_cpu.json"],
-        time_limit_seconds=train_seconds,
-        dataset_dir=str(cohort_dir),
-        output_dir=str(out / "logs"),
-        max_iterations=start + train_iterations,
-        learning_rate=learning_rate,
-        lr_milestones=[],
-        ema_decay=ema_decay,
-        epoch_length=DEMO_EPOCH_LENGTH,
-        save_interval=DEMO_EPOCH_LENGTH,
-        preview_interval=500,
-        preview_inference_steps=25,
-        **common_overrides,
-    )
-
-    tumour_id = manifest["tumour_subjects"][0]
-    mask = next((cohort_dir / "single" / "masks").glob(f"{tumour_id}.nii*"))
-    image = next((cohort_dir / "single" / "images").glob(f"{tumour_id}.nii*"))
-    for name, shift in (("original_mask", [0, 0, 0]), ("shifted_tumour", list(tumour_shift))):
-        generate(
-            "med_ddpm_brain_mri",
-            configs=["inference.json", "tiny_cpu.json"],
-            masks=str(mask),
-            output_dir=str(out / name),
-            tumour_shift=shift,
-            num_samples_per_mask=1,
-            sampler="ddpm",
-            num_inference_steps=num_inference_steps,
-            seed=0,
-            **common_overrides,
+    return str(
+        run_demo(
+            output_dir, data_root, train_seconds=train_seconds, train_iterations=train_iterations,
+            from_scratch=from_scratch, num_inference_steps=num_inference_steps, tumour_shift=tumour_shift,
         )
-    stem = nifti_stem(mask)
-    rows = [
-        (str(image), str(mask)),
-        *[
-            (str(out / name / f"{stem}_sample00_t1ce.nii.gz"), str(out / name / f"{stem}_sample00_mask.nii.gz"))
-            for name in ("original_mask", "shifted_tumour")
-        ],
-    ]
-    summary = preview(*[v for v, _ in rows], output=str(out / "demo_preview.png"), masks=[m for _, m in rows])
-    print(
-        f"Rows of {summary}: real demo subject {tumour_id} with its mask; MRI generated from that mask; "
-        f"MRI generated after shifting the tumour by {list(tumour_shift)} voxels.\n"
-        f"NIfTI outputs: {out / 'original_mask'} and {out / 'shifted_tumour'}; TensorBoard logs: {out / 'logs'}"
-    )
-    return summary
+    )  # fmt: skip
 
 
 def package(

@@ -10,22 +10,29 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from common import cli
+from common import cli, demo
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     summary = cli.demo(
-        output_dir=str(out), data_root=str(tmp_path / "data"), size=32, num_subjects=4, train_seconds=60,
-        train_iterations=2, num_inference_steps=2, tumour_shift=(0, -2, 0),
+        output_dir=str(out), data_root=str(tmp_path / "data"), train_seconds=60, train_iterations=2,
+        num_inference_steps=2, tumour_shift=(0, -2, 0),
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert str(out / "demo_preview.png") in printed and "not research data" in printed
-    with Image.open(summary) as image:  # 3 rows (real, generated, generated after the edit) x 3 views of 32 px
-        assert image.size == (4 * (3 * 32 + 4 * 2),) * 2  # tiles and 2 px gaps, enlarged 4x to 128 px tiles
+    trained = [name for name in demo.UNCONDITIONAL if (demo.demo_weights_dir(name) / "model.pt").is_file()]
+    for name in set(demo.UNCONDITIONAL) - set(trained):
+        assert f"{name}: no demo weights" in printed
+    for name in trained:
+        assert json.loads((out / name / "outputs.json").read_text())
+    rows = 3 + len(trained)  # real, Med-DDPM from the mask and after the edit, one per unconditional demo model
+    with Image.open(summary) as image:  # label column, then 3 views of 32 px per row enlarged 4x, notes below
+        assert image.width == 230 + 4 * (3 * 32 + 4 * 2)
+        assert image.height > 4 * (rows * 32 + (rows + 1) * 2)
     assert (out / "models" / "model.pt").is_file()
-    original = json.loads((out / "original_mask" / "outputs.json").read_text())[0]
-    shifted = json.loads((out / "shifted_tumour" / "outputs.json").read_text())[0]
+    original = json.loads((out / "med_ddpm_original_mask" / "outputs.json").read_text())[0]
+    shifted = json.loads((out / "med_ddpm_shifted_tumour" / "outputs.json").read_text())[0]
     before = np.asarray(nib.load(original["mask"]).dataobj)
     after = np.asarray(nib.load(shifted["mask"]).dataobj)
     moved = np.argwhere(after == 2).mean(0) - np.argwhere(before == 2).mean(0)
