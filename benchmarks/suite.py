@@ -374,7 +374,7 @@ def table(report: dict[str, object]) -> str:
             cell(row, "train_s", lambda seconds: f"{seconds:.3g}"),
             cell(row, "optimizer_s", lambda seconds: f"{seconds * 1e3:.3g} ms"),
             cell(row, "train_peak_mib", lambda mib: f"{mib:.0f}"),
-            cell(row, "sample_s", lambda seconds: f"{seconds * 1e3:.3g} ms"),
+            cell(row, "sample_s", lambda seconds: f"{seconds * 1e3:.3g} ms" if seconds < 1 else seconds_text(seconds)),
             cell(row, "sample_peak_mib", lambda mib: f"{mib:.0f}"),
             cell(row, "generate_full", generation_text),
             cell(row, "generate_fast", generation_text),
