@@ -42,8 +42,8 @@ COMMON_DIR = Path(__file__).resolve().parent
 BUNDLE_PARTS = ("configs", "docs", "models")
 #: Files at a bundle's root that travel in an archive.
 BUNDLE_FILES = ("LICENSE",)
-#: Sub-folder of ``models/`` with demo training checkpoints (``checkpoint_demo_*.pt``), never packaged as such: a
-#: bundle without trained weights is packaged with the EMA network of its demo checkpoint as ``models/model.pt``.
+#: Sub-folder of ``models/`` with the demo model (its weights, or a training checkpoint ``checkpoint_demo_*.pt``),
+#: never packaged as such: a bundle without trained weights is packaged with its demo weights in ``models/``.
 DEMO_DIR = "demo"
 #: Files never packaged: training checkpoints (resume state, not release weights) and Python caches.
 EXCLUDED_PATTERNS = ("checkpoint_*.pt", "*_checkpoints", "__pycache__", "*.pyc")
@@ -94,8 +94,9 @@ def _copy_tree(source: Path, target: Path, *excluded: str) -> None:
 def _complete_weights(source: Path, root: Path, allow_no_weights: bool) -> str:
     """Check that the staged bundle ``root`` has every file its inference loads; the line saying which weights.
 
-    Where only ``models/model.pt`` is missing and the bundle ``source`` has a demo checkpoint
-    (``models/demo/checkpoint_demo_*.pt``), that checkpoint's EMA network becomes ``models/model.pt``.
+    Missing files that the bundle ``source`` ships as its demo model (``models/demo/<name>``) are copied in; where
+    only ``models/model.pt`` is missing and ``source`` has a demo checkpoint (``models/demo/checkpoint_demo_*.pt``),
+    that checkpoint's EMA network becomes ``models/model.pt``.
 
     Raises:
         FileNotFoundError: files are missing and ``allow_no_weights`` is false.
@@ -105,7 +106,16 @@ def _complete_weights(source: Path, root: Path, allow_no_weights: bool) -> str:
     missing = [name for name in loaded if not (root / name).is_file()]
     if not missing:
         return f"trained weights: {', '.join(loaded)}"
-    demos = sorted((source / "models" / DEMO_DIR).glob("checkpoint_demo_*.pt"))
+    demo = source / "models" / DEMO_DIR
+    shipped = {name: demo / Path(name).relative_to("models") for name in missing}
+    if all(name.startswith("models/") and path.is_file() for name, path in shipped.items()):
+        for name, path in shipped.items():
+            shutil.copyfile(path, root / name)
+        return (
+            f"demo weights: {', '.join(missing)} from models/{DEMO_DIR}/, trained on the synthetic demo cohort only; "
+            "they fit inference.json + demo_cpu.json (see docs/README.md)"
+        )
+    demos = sorted(demo.glob("checkpoint_demo_*.pt"))
     if missing == [ZOO_WEIGHTS] and demos:
         if len(demos) > 1:
             raise ValueError(f"{source}: several demo checkpoints {[p.name for p in demos]}; keep one")
