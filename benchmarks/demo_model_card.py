@@ -6,6 +6,9 @@ The bundle's ``inference.json`` + ``demo_cpu.json`` generates ``--num_volumes`` 
 C2ST accuracy with its 95 % interval, MS-SSIM diversity of both sets, MMD, mean intensity outside the head, and for
 Med-DDPM the tumour-to-brain intensity ratio. Memorisation is measured against the ``training`` subjects. The
 real-vs-real figures (MMD and diversity of as many training subjects against the validation ones) give the scale.
+For cDPM, the seam ratio is the mean absolute difference between neighbouring slices across a generation stage's
+boundary over that within stages (``--stage_size`` slices per stage along the last axis), for the synthetic and the
+held-out real volumes: about 1 means no visible seam.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_model_card.py --bundle cdpm_brain_mri \\
         --ckpt_dir bundles/cdpm_brain_mri/models/demo --real data/demo/demo_s32_n64_seed0_t0.5/datalist.json
@@ -19,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 
 from common.bundle_runner import run_bundle
@@ -26,6 +31,23 @@ from common.data import load_datalist
 from common.evaluation import evaluate
 
 MED_DDPM = "med_ddpm_brain_mri"
+CDPM = "cdpm_brain_mri"
+
+
+def seam_ratio(paths: list[Path], stage_size: int) -> float:
+    """Mean |x[..., z + 1] - x[..., z]| over pairs that cross a stage boundary, over that of pairs within stages.
+
+    Each volume (X, Y, Z) is scaled to [0, 1] by its own range; boundaries follow every ``stage_size`` slices.
+    """
+    across, within = [], []
+    for path in paths:
+        volume = np.asarray(nib.load(path).dataobj, dtype=np.float64)
+        volume = (volume - volume.min()) / max(np.ptp(volume), 1e-8)
+        steps = np.abs(np.diff(volume, axis=-1)).mean(axis=(0, 1))  # (Z - 1,): slice z to z + 1
+        boundary = (np.arange(len(steps)) + 1) % stage_size == 0
+        across.append(steps[boundary].mean())
+        within.append(steps[~boundary].mean())
+    return float(np.mean(across) / np.mean(within))
 
 
 def main() -> None:
@@ -37,6 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--output", help="card path; default CKPT_DIR/metrics.json")
     parser.add_argument("--work_dir", help="keep the generated volumes here (default: a temporary folder)")
+    parser.add_argument("--stage_size", type=int, default=4, help="cDPM slices per generation stage")
     args = parser.parse_args()
     torch.set_num_threads(2)
     channel = "t1ce" if args.bundle == MED_DDPM else "t1"
@@ -60,6 +83,12 @@ def main() -> None:
         real_copies.mkdir()
         for item in load_datalist(args.real, "training")[: len(held_out)]:
             (real_copies / Path(item["image"]).name).symlink_to(Path(item["image"]).resolve())
+        seams = None
+        if args.bundle == CDPM:
+            seams = {
+                "seam_ratio": seam_ratio(sorted(synthetic.glob(f"*_{channel}.nii.gz")), args.stage_size),
+                "seam_ratio_real": seam_ratio([Path(item["image"]) for item in held_out], args.stage_size),
+            }
         scale = evaluate(
             args.real, real_copies, work / "real_vs_real", ["diversity", "mmd"], sections=["validation"],
             kernel_size=7, verbose=False,
@@ -83,6 +112,8 @@ def main() -> None:
         "memorised": copied["memorisation"]["num_memorised"],
         "max_ms_ssim_to_training": copied["memorisation"]["max_ms_ssim"],
     }
+    if seams is not None:
+        card.update(seams)
     if "contrast" in quality:
         card["contrast"] = quality["contrast"]["synthetic_ratio"]
         card["contrast_real"] = quality["contrast"]["real_ratio"]
