@@ -28,14 +28,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import jsonschema
 import torch
 import yaml
 from monai.apps.utils import download_url
 from monai.bundle.scripts import download_large_files
+from monai.utils import optional_import
 
 from common.bundle_runner import bundle_dir as resolve_bundle_dir
 from common.bundle_runner import inference_files
+from common.errors import UserError
+
+# Optional: MONAI Label's environment pins jsonschema < 4 (through pydicom-seg), which lacks the 2019-09 draft that
+# MONAI's schema uses; the model-zoo check needs jsonschema 4 (the [test] extra), the rest of this module does not.
+jsonschema, _ = optional_import("jsonschema")
+has_jsonschema = hasattr(jsonschema, "Draft201909Validator")
 
 COMMON_DIR = Path(__file__).resolve().parent
 #: Bundle sub-folders that travel in an archive.
@@ -260,6 +266,11 @@ def _metadata_problems(meta_file: Path, schema_file: Path) -> list[str]:
         )
     elif not schema_file.is_file():
         problems.append(f"{schema_file}: the schema to check configs/metadata.json against is missing")
+    elif not has_jsonschema:
+        raise UserError(
+            "checking configs/metadata.json against MONAI's schema needs jsonschema 4: pip install 'jsonschema>=4,<5' "
+            "(part of this project's [test] extra)"
+        )
     else:  # what ``monai.bundle verify_metadata`` does with a schema file at hand, without its download machinery
         try:
             jsonschema.validate(instance=meta, schema=json.loads(schema_file.read_text()))
