@@ -13,7 +13,7 @@ MONAI's own ``step`` does the arithmetic, run on a scheduler built over the resp
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,19 +103,32 @@ def check_inference_steps(num_inference_steps: object, num_train_timesteps: int)
     return int(num_inference_steps)
 
 
-class _RespacedChain(ABC):
+class _RespacedChain:
     """Stepping along the chain of the timesteps set by ``set_timesteps``, shared by the respaced DDPM and DDIM.
 
-    ``set_timesteps`` builds ``self.chain``, a scheduler of the same MONAI class over the respaced schedule
-    (:func:`respaced`) whose timestep k is the k-th smallest chosen training timestep; ``step`` translates the
-    training timestep it is given into k and lets MONAI's ``step`` of that scheduler do the work.
+    ``set_timesteps`` builds ``self.chain``, a scheduler of the MONAI class ``chain_class`` over the respaced
+    schedule (:func:`respaced`) whose timestep k is the k-th smallest chosen training timestep, with this scheduler's
+    clipping and prediction type; ``step`` translates the training timestep it is given into k and lets MONAI's
+    ``step`` of that scheduler do the work.
+
+    Args:
+        timestep_spacing: which timesteps to visit, see :func:`spaced_timesteps`.
+        kwargs: arguments of ``chain_class``.
     """
 
-    timestep_spacing: str
+    chain_class: type[DDPMScheduler] | type[DDIMScheduler]
     timesteps: torch.Tensor
     alphas_cumprod: torch.Tensor
     num_train_timesteps: int
     num_inference_steps: int | None
+    clip_sample: bool
+    clip_sample_values: list[float]
+    prediction_type: str
+
+    def __init__(self, *args, timestep_spacing: str = "trailing", **kwargs) -> None:
+        self.timestep_spacing = timestep_spacing
+        super().__init__(*args, **kwargs)
+        self.set_timesteps(self.num_train_timesteps)
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Choose ``num_inference_steps`` training timesteps (``self.timestep_spacing``) and respace the chain.
@@ -131,9 +144,22 @@ class _RespacedChain(ABC):
         self.num_inference_steps = steps
         self.timesteps = timesteps.to(device)
 
-    @abstractmethod
+    def _chain_options(self) -> dict[str, Any]:
+        """Arguments of ``chain_class`` beyond the ones its two subclasses share."""
+        return {}
+
     def _chain_scheduler(self, alphas_cumprod: torch.Tensor) -> Scheduler:
-        """A scheduler of this class over :func:`respaced` with ``alphas_cumprod`` (N,), ascending timesteps."""
+        """A ``chain_class`` scheduler over :func:`respaced` with ``alphas_cumprod`` (N,), ascending timesteps."""
+        return self.chain_class(
+            num_train_timesteps=len(alphas_cumprod),
+            schedule="respaced",
+            alphas_cumprod=alphas_cumprod,
+            clip_sample=self.clip_sample,
+            prediction_type=self.prediction_type,
+            clip_sample_min=self.clip_sample_values[0],
+            clip_sample_max=self.clip_sample_values[1],
+            **self._chain_options(),
+        )
 
     def chain_index(self, timestep: int | torch.Tensor) -> int:
         """Position k of training ``timestep`` in the respaced chain (0 = the cleanest chosen timestep)."""
@@ -158,22 +184,10 @@ class RespacedDDPMScheduler(_RespacedChain, DDPMScheduler):
         kwargs: arguments of ``monai.networks.schedulers.DDPMScheduler``.
     """
 
-    def __init__(self, *args, timestep_spacing: str = "trailing", **kwargs) -> None:
-        self.timestep_spacing = timestep_spacing
-        super().__init__(*args, **kwargs)
-        self.set_timesteps(self.num_train_timesteps)
+    chain_class = DDPMScheduler
 
-    def _chain_scheduler(self, alphas_cumprod: torch.Tensor) -> DDPMScheduler:
-        return DDPMScheduler(
-            num_train_timesteps=len(alphas_cumprod),
-            schedule="respaced",
-            alphas_cumprod=alphas_cumprod,
-            variance_type=self.variance_type,
-            clip_sample=self.clip_sample,
-            prediction_type=self.prediction_type,
-            clip_sample_min=self.clip_sample_values[0],
-            clip_sample_max=self.clip_sample_values[1],
-        )
+    def _chain_options(self) -> dict[str, Any]:
+        return {"variance_type": self.variance_type}
 
     def step(
         self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, generator: torch.Generator | None = None
@@ -192,20 +206,10 @@ class RespacedDDIMScheduler(_RespacedChain, DDIMScheduler):
         kwargs: arguments of ``monai.networks.schedulers.DDIMScheduler``.
     """
 
-    def __init__(self, *args, timestep_spacing: str = "trailing", **kwargs) -> None:
-        self.timestep_spacing = timestep_spacing
-        super().__init__(*args, **kwargs)
+    chain_class = DDIMScheduler
 
     def _chain_scheduler(self, alphas_cumprod: torch.Tensor) -> DDIMScheduler:
-        chain = DDIMScheduler(
-            num_train_timesteps=len(alphas_cumprod),
-            schedule="respaced",
-            alphas_cumprod=alphas_cumprod,
-            clip_sample=self.clip_sample,
-            prediction_type=self.prediction_type,
-            clip_sample_min=self.clip_sample_values[0],
-            clip_sample_max=self.clip_sample_values[1],
-        )
+        chain = super()._chain_scheduler(alphas_cumprod)
         chain.final_alpha_cumprod = self.final_alpha_cumprod
         return chain
 
