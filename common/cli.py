@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import fire
-import nibabel as nib
-import numpy as np
 
 from common.bundle_runner import run_bundle
 from common.data import build_demo_cohort, prepare_brats, prepare_images, prepare_paired
@@ -48,7 +46,7 @@ from common.evaluation import metric_table
 from common.export import export_network
 from common.label_app import exec_server, start_server_command, write_app_dir
 from common.packaging import fetch_bundle, package_bundle
-from common.visualize import save_triplanar_preview
+from common.visualize import load_ras, save_triplanar_preview
 
 
 class Prepare:
@@ -84,11 +82,6 @@ def _as_list(value: Sequence[str | None] | str) -> list[str | None]:
     return list(value)
 
 
-def _load_ras(path: str) -> np.ndarray:
-    """Voxel array of a NIfTI file reoriented to RAS, the orientation the bundles read and write."""
-    return np.asanyarray(nib.as_closest_canonical(nib.load(path)).dataobj)
-
-
 def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | None] | str | None = None) -> str:
     """Write a tri-planar PNG (axial, coronal, sagittal through the centre) of one or more NIfTI volumes.
 
@@ -100,8 +93,8 @@ def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | No
     """
     if not volumes:
         raise InputError("give at least one NIfTI volume")
-    arrays = [_load_ras(v) for v in volumes]
-    overlays = [None if m is None else _load_ras(m) for m in _as_list(masks)] if masks else None
+    arrays = [load_ras(v) for v in volumes]
+    overlays = [None if m is None else load_ras(m) for m in _as_list(masks)] if masks else None
     return str(save_triplanar_preview(arrays, output, overlays=overlays))
 
 

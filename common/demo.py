@@ -13,15 +13,13 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from common.bundle_runner import BUNDLES_DIR, run_bundle
 from common.data import build_demo_cohort
 from common.engines import checkpoint_iteration, latest_checkpoint
-from common.visualize.preview import triplanar_grid
+from common.visualize import load_ras, triplanar_image
 
 MED_DDPM = "med_ddpm_brain_mri"
 #: The unconditional bundles and the label of their row in the figure.
@@ -84,11 +82,9 @@ def save_demo_figure(
 
     Each volume is (X, Y, Z) in RAS; tiles of small volumes are enlarged to at least ``tile`` pixels.
     """
-    volumes = [_load_ras(volume) for _, volume, _ in rows]
-    masks = [None if mask is None else _load_ras(mask) for _, _, mask in rows]
-    grid = triplanar_grid(volumes, masks)
-    factor = max(1, int(np.ceil(tile / min(min(volume.shape) for volume in volumes))))
-    image = Image.fromarray(grid).resize((grid.shape[1] * factor, grid.shape[0] * factor), Image.NEAREST)
+    volumes = [load_ras(volume) for _, volume, _ in rows]
+    masks = [None if mask is None else load_ras(mask) for _, _, mask in rows]
+    image = triplanar_image(volumes, masks, min_tile_size=tile)
     label_width, line_height = 230, 14
     note_lines = [line for note in notes for line in textwrap.wrap(note, 110)]
     canvas = Image.new("RGB", (image.width + label_width, image.height + line_height * (len(note_lines) + 1)))
@@ -102,11 +98,6 @@ def save_demo_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
-
-
-def _load_ras(path: str) -> np.ndarray:
-    """A NIfTI volume (X, Y, Z) reoriented to RAS."""
-    return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj, dtype=np.float32)
 
 
 def run_demo(

@@ -1,3 +1,3 @@
-from .preview import save_triplanar_preview, triplanar_grid
+from .preview import load_ras, save_triplanar_preview, triplanar_grid, triplanar_image
 
-__all__ = ["save_triplanar_preview", "triplanar_grid"]
+__all__ = ["load_ras", "save_triplanar_preview", "triplanar_grid", "triplanar_image"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from PIL import Image
@@ -112,13 +113,29 @@ def triplanar_grid(
     return np.clip(grid, 0, 255).astype(np.uint8)
 
 
+def load_ras(path: str | Path) -> np.ndarray:
+    """Voxel array (X, Y, Z) of a NIfTI file reoriented to RAS, the orientation the bundles read and write."""
+    return np.asanyarray(nib.as_closest_canonical(nib.load(path)).dataobj)
+
+
+def triplanar_image(
+    volumes: Sequence[ArrayLike], overlays: Sequence[ArrayLike | None] | None = None, min_tile_size: int = 128
+) -> Image.Image:
+    """:func:`triplanar_grid` as an RGB image, tiles smaller than ``min_tile_size`` pixels enlarged by an integer
+    factor (nearest neighbour) so that small volumes stay visible."""
+    grid = triplanar_grid(volumes, overlays)
+    smallest = min(min(_as_3d(v).shape) for v in volumes)
+    factor = max(1, int(np.ceil(min_tile_size / smallest)))
+    return Image.fromarray(grid).resize((grid.shape[1] * factor, grid.shape[0] * factor), Image.NEAREST)
+
+
 def save_triplanar_preview(
     volumes: Sequence[ArrayLike],
     path: str | Path,
     overlays: Sequence[ArrayLike | None] | None = None,
     min_tile_size: int = 128,
 ) -> Path:
-    """Write :func:`triplanar_grid` of ``volumes`` to a PNG file, enlarged so that small volumes stay visible.
+    """Write :func:`triplanar_image` of ``volumes`` to a PNG file.
 
     Args:
         volumes: volumes of shape (X, Y, Z) or (1, X, Y, Z).
@@ -129,11 +146,7 @@ def save_triplanar_preview(
     Returns:
         The path written.
     """
-    grid = triplanar_grid(volumes, overlays)
-    smallest = min(min(_as_3d(v).shape) for v in volumes)
-    factor = max(1, int(np.ceil(min_tile_size / smallest)))
-    image = Image.fromarray(grid).resize((grid.shape[1] * factor, grid.shape[0] * factor), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    triplanar_image(volumes, overlays, min_tile_size).save(path)
     return path
