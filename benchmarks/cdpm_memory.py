@@ -47,7 +47,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from common.diffusion import StagedSliceSampler
-from common.transforms.slice_sets import CONDITION, TARGET
+from common.slice_roles import CONDITION, TARGET
 
 BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 BUNDLE_OF = {"cdpm": "cdpm_brain_mri", "ddpm3d": "med_ddpm_brain_mri"}

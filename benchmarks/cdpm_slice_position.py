@@ -34,7 +34,7 @@ from monai.transforms import Compose
 from monai.utils import convert_to_tensor
 
 from common.data import load_datalist
-from common.diffusion import StagedSliceSampler, make_noise_scheduler
+from common.diffusion import StagedSliceSampler, sampling_scheduler
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "cdpm_brain_mri"
 
@@ -54,9 +54,8 @@ def load_config(args: argparse.Namespace) -> ConfigParser:
 
 def real_slices(config: ConfigParser) -> torch.Tensor:
     """The training volumes as slices (N, D, H·W) in the model's intensity range."""
-    transform = Compose(
-        config.get_parsed_content("load_transforms") + config.get_parsed_content("intensity_transforms")
-    )
+    load = config.get_parsed_content("load_transforms")  # one common.transforms.LoadVolumesd
+    transform = Compose([load, *config.get_parsed_content("intensity_transforms")])
     axis = config["slice_axis"]
     volumes = [transform(item)["image"] for item in load_datalist(config.get_parsed_content("datalist"), "training")]
     return torch.stack([convert_to_tensor(v, track_meta=False)[0].movedim(axis, 0).flatten(1) for v in volumes]).float()
@@ -67,10 +66,7 @@ def generated_slices(config: ConfigParser, args: argparse.Namespace, starts: Seq
     network = config.get_parsed_content("network_def")
     network.load_state_dict(torch.load(Path(args.bundle_root) / "models" / "model.pt", weights_only=True))
     network.eval()
-    scheduler = make_noise_scheduler(
-        "ddim", config["num_train_timesteps"], "linear_beta", num_inference_steps=args.steps,
-        beta_start=config["beta_start"], beta_end=config["beta_end"],
-    )  # fmt: skip
+    scheduler = sampling_scheduler(config.get_parsed_content("noise_scheduler"), "ddim", args.steps)
     spatial_size, axis = config["spatial_size"], config["slice_axis"]
     sampler = StagedSliceSampler(scheduler, spatial_size, axis=axis, stage_size=args.window, verbose=False)
     plane = [size for dim, size in enumerate(spatial_size) if dim != axis]

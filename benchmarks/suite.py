@@ -47,7 +47,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 from torch import nn
 
-from common.transforms.slice_sets import CONDITION, TARGET
+from common.slice_roles import CONDITION, TARGET
 
 BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 FAST_STEPS = 50
@@ -220,7 +220,7 @@ def measure_train(stage: Stage, args: argparse.Namespace, work_dir: Path, device
         "train#trainer#max_epochs": 1,
         "train#trainer#epoch_length": iterations,
         "adversarial_start": 0,  # the VQ-GAN's steady state, discriminators on
-        "perceptual_weight": 0.0,  # LPIPS downloads its weights
+        "use_perceptual_loss": False,  # LPIPS needs pretrained weights, never downloaded
     }
     config = load_config(stage, stage.train_config, args, work_dir, overrides)
     trainer = config.get_parsed_content("train#trainer")

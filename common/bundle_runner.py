@@ -1,9 +1,8 @@
-"""Run a bundle config from Python the way ``python -m monai.bundle run`` does; untrained weights for smoke tests;
+"""Run a bundle config from Python the way ``python -m monai.bundle run`` does; the files a bundle's inference loads;
 which config files weights that do not fit a network were made with."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -91,12 +90,16 @@ def _inference_parser(folder: Path, configs: Sequence[str]) -> ConfigParser:
 def _loaded_files(parser: ConfigParser) -> list[tuple[Path, str]]:
     """``(file, config id of what it holds)`` for every file an inference config loads.
 
-    Each ``CheckpointLoader``'s ``load_path`` (``models/model.pt``, holding its ``load_dict``), ``autoencoder_path``
-    (Medical Diffusion's VQ-GAN ``autoencoder_def``, ``models/model_autoencoder.pt``) and ``field_scale_file``
-    (DiffuseMorph's ``models/field_scale.json``).
+    The ``weights`` of ``handlers`` built by :func:`common.engines.inference_handlers` (``models/model.pt``, holding
+    its ``network``) or each ``CheckpointLoader``'s ``load_path`` of a list of ``handlers`` (holding its
+    ``load_dict``), ``autoencoder_path`` (Medical Diffusion's VQ-GAN ``autoencoder_def``,
+    ``models/model_autoencoder.pt``) and ``field_scale_file`` (DiffuseMorph's ``models/field_scale.json``).
     """
     files = []
-    for index, handler in enumerate(parser.get("handlers", [])):
+    handlers = parser.get("handlers", [])
+    if isinstance(handlers, dict) and handlers.get("_target_") == "common.engines.inference_handlers":
+        files.append((Path(parser.get_parsed_content("handlers#weights")), "handlers#network"))
+    for index, handler in enumerate(handlers if isinstance(handlers, list) else []):
         if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
             files.append(
                 (Path(parser.get_parsed_content(f"handlers#{index}#load_path")), f"handlers#{index}#load_dict")
@@ -108,6 +111,20 @@ def _loaded_files(parser: ConfigParser) -> list[tuple[Path, str]]:
     return files
 
 
+def inference_sources(
+    bundle: str | Path, configs: Sequence[str] = ("inference.json",)
+) -> tuple[ConfigParser, list[tuple[Path, str]]]:
+    """The config parser of a bundle's inference configs, and ``(file, config id of what it holds)`` for every file
+    they load (its ``models/`` weights, DiffuseMorph's field scale).
+
+    Args:
+        bundle: bundle folder or name (:func:`bundle_dir`).
+        configs: inference config files under its ``configs/``, merged in order.
+    """
+    parser = _inference_parser(bundle_dir(str(bundle)), configs)
+    return parser, _loaded_files(parser)
+
+
 def inference_files(bundle: str | Path, configs: Sequence[str] = ("inference.json",)) -> list[Path]:
     """The files (weights, DiffuseMorph's field scale) that a bundle's inference loads, under its ``models/``.
 
@@ -115,45 +132,7 @@ def inference_files(bundle: str | Path, configs: Sequence[str] = ("inference.jso
         bundle: bundle folder or name (:func:`bundle_dir`).
         configs: inference config files under its ``configs/``, merged in order.
     """
-    folder = bundle_dir(str(bundle))
-    return [path for path, _ in _loaded_files(_inference_parser(folder, configs))]
-
-
-def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
-    """Write every file a bundle's inference loads (:func:`inference_files`), from freshly initialised networks.
-
-    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training: each
-    ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def`` to
-    ``autoencoder_path`` (Medical Diffusion's VQ-GAN, ``models/model_autoencoder.pt``) and a field scale of 1 voxel
-    to ``field_scale_file`` (DiffuseMorph). Existing files are not replaced.
-
-    Args:
-        bundle: bundle folder or name (:func:`bundle_dir`).
-        configs: inference config files under its ``configs/``, e.g. ``["inference.json", "tiny_cpu.json"]``.
-        seed: seed of the initial weights.
-
-    Returns:
-        the files written.
-
-    Raises:
-        FileExistsError: naming a file that is already there.
-    """
-    parser = _inference_parser(bundle_dir(str(bundle)), configs)
-    files = _loaded_files(parser)
-    for path, _ in files:
-        if path.exists():
-            raise FileExistsError(f"{path}: already exists; untrained weights are written only where none are")
-    torch.manual_seed(seed)
-    for path, source in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if source == "field_scale_file":
-            path.write_text(json.dumps({"field_scale": 1.0, "unit": "voxel"}))
-            continue
-        parsed = parser.get_parsed_content(source)
-        states = {k: v.state_dict() for k, v in parsed.items()} if isinstance(parsed, dict) else parsed.state_dict()
-        # one object: its bare state dict, as models/model.pt is written by training and read by the loader
-        torch.save(next(iter(states.values())) if isinstance(parsed, dict) and len(states) == 1 else states, path)
-    return [path for path, _ in files]
+    return [path for path, _ in inference_sources(bundle, configs)[1]]
 
 
 #: The override every bundle documents for CPUs.

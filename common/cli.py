@@ -27,34 +27,41 @@ traceback of user errors too.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import fire
 
-from common.bundle_runner import run_bundle
-from common.data import build_demo_cohort, prepare_brats, prepare_images, prepare_paired
-from common.demo import run_demo
 from common.errors import InputError, UserError, find_user_error, problem_lines
-from common.evaluation import evaluate as evaluate_volumes
-from common.evaluation import metric_table
-from common.export import export_network
-from common.label_app import exec_server, start_server_command, write_app_dir
-from common.packaging import fetch_bundle, package_bundle
-from common.visualize import load_ras, save_triplanar_preview
+
+# The commands import what they run (torch, MONAI, the bundles' code) when called, so that ``brainsynth --help``
+# and the command-line errors come fast; common.errors imports nothing heavy.
+
+
+class _Imported(staticmethod):
+    """A static method that is the function ``module.name``, imported when first looked up (by fire, when the
+    command runs or its help is shown). A ``staticmethod`` so that fire lists it among the class's commands."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 class Prepare:
     """Turn a folder of NIfTI files into a MONAI datalist JSON, validating every file (inputs are only read)."""
 
-    paired = staticmethod(prepare_paired)
-    images = staticmethod(prepare_images)
-    brats = staticmethod(prepare_brats)
+    paired = _Imported("common.data.prepare", "prepare_paired")
+    images = _Imported("common.data.prepare", "prepare_images")
+    brats = _Imported("common.data.prepare", "prepare_brats")
 
 
 def cohort(
@@ -69,6 +76,8 @@ def cohort(
         seed: seed of the whole cohort.
         tumour_fraction: fraction of subjects with a tumour-like lesion.
     """
+    from common.data import build_demo_cohort
+
     return str(
         build_demo_cohort(root, num_subjects=num_subjects, size=size, seed=seed, tumour_fraction=tumour_fraction)
     )
@@ -91,6 +100,8 @@ def preview(*volumes: str, output: str = "preview.png", masks: Sequence[str | No
         masks: optional label NIfTI per volume, comma-separated (``None`` skips one), outlined in colour over it:
             ``--masks a_mask.nii.gz,None``.
     """
+    from common.visualize import load_ras, save_triplanar_preview
+
     if not volumes:
         raise InputError("give at least one NIfTI volume")
     arrays = [load_ras(v) for v in volumes]
@@ -110,6 +121,8 @@ def train(
         time_limit_seconds: stop cleanly after this long (a checkpoint and ``models/model.pt`` are still written).
         overrides: any config value, e.g. ``--dataset_dir DATA --max_iterations 1000``.
     """
+    from common.bundle_runner import run_bundle
+
     run_bundle(
         bundle,
         _as_list(configs),
@@ -128,6 +141,8 @@ def generate(bundle: str, configs: Sequence[str] | str = ("inference.json",), **
         configs: config files of the bundle merged in order.
         overrides: any config value, e.g. ``--masks MASKS/ --num_samples_per_mask 4 --sampler ddim``.
     """
+    from common.bundle_runner import run_bundle
+
     workflow = run_bundle(bundle, _as_list(configs), "run", **overrides)
     return str(workflow.parser.get_parsed_content("output_dir"))
 
@@ -157,6 +172,9 @@ def evaluate(
         options: other arguments of ``common.evaluation.evaluate``, e.g. ``--spatial_size [64,64,64]
             --kernel_size 7 --max_volumes 50``.
     """
+    from common.evaluation import evaluate as evaluate_volumes
+    from common.evaluation import metric_table
+
     folder = Path(synthetic)
     output_dir = output_dir or str(folder.parent / f"{folder.name}_evaluation")
     results = evaluate_volumes(
@@ -197,6 +215,8 @@ def export(
         data_format: ``metadata.json`` entry describing it, e.g. ``autoencoder_data_format``.
         overrides: config values, e.g. ``--spatial_size [32,32,16]``.
     """
+    from common.export import export_network
+
     path = export_network(
         bundle,
         output,
@@ -237,6 +257,8 @@ def demo(
         num_inference_steps: steps of the respaced DDPM of every bundle (50 matches the full chains).
         tumour_shift: voxels to shift the tumour by along (X, Y, Z) in RAS (default: 4 voxels posterior).
     """
+    from common.demo import run_demo
+
     return str(
         run_demo(
             output_dir, data_root, train_seconds=train_seconds, train_iterations=train_iterations,
@@ -259,6 +281,8 @@ def package(
         weights_base_url: publish the weights separately at this URL (listed in ``large_files.yml``).
         allow_no_weights: package a bundle that has not been trained (refused otherwise).
     """
+    from common.packaging import package_bundle
+
     packaged = package_bundle(bundle, output_dir, weights_base_url, allow_no_weights)
     print(f"{packaged.archive}\nSHA-256 {packaged.sha256}\nWeights: {packaged.weights}")
     if packaged.zoo_problems:
@@ -280,6 +304,8 @@ def fetch(
         run: config files to run afterwards with ``python -m monai.bundle run``, e.g. ``"[inference.json]"``.
         overrides: config overrides of that run, e.g. ``--num_volumes 2``.
     """
+    from common.packaging import fetch_bundle
+
     folder = fetch_bundle(url, sha256, bundle_dir)
     print(f"Unpacked {folder}")
     if run:
@@ -323,6 +349,8 @@ def label(
 
     This process becomes the server (exec): SIGTERM / Ctrl-C stop it, and it cannot outlive a killed launcher.
     """
+    from common.label_app import exec_server, start_server_command, write_app_dir
+
     Path(studies).mkdir(parents=True, exist_ok=True)
     app = write_app_dir(app_dir)
     command = start_server_command(

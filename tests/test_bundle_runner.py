@@ -1,4 +1,5 @@
-"""``write_untrained_weights``: what each bundle's inference loads, written from initial networks."""
+"""``support.write_untrained_weights`` (test support, not shipped): what each bundle's inference loads, from initial
+networks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import TINY_CONFIGS as TINY
+from support import write_untrained_weights
 
-from common.bundle_runner import run_bundle, write_untrained_weights
+from common.bundle_runner import run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["inference.json", "tiny_cpu.json"]
 #: Files each bundle's inference loads, relative to the bundle folder.
 LOADED = {
     "cdpm_brain_mri": ["models/model.pt"],

@@ -8,9 +8,11 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import torch
 from PIL import Image
 
 from common import cli, demo
+from common.engines import checkpoint_iteration, latest_checkpoint
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -31,6 +33,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert image.width == 230 + 4 * (3 * 32 + 4 * 2)
         assert image.height > 4 * (rows * 32 + (rows + 1) * 2)
     assert (out / "models" / "model.pt").is_file()
+    # the demo fine-tunes exactly the 2 iterations asked, from the shipped checkpoint (not max_iterations // epochs)
+    shipped = torch.load(demo.demo_weights_dir(demo.MED_DDPM) / "checkpoint_demo_s32.pt", weights_only=True)
+    trained_to = checkpoint_iteration(latest_checkpoint(out / "models"))
+    assert trained_to == shipped["trainer"]["iteration"] + 2
     original = json.loads((out / "med_ddpm_original_mask" / "outputs.json").read_text())[0]
     shifted = json.loads((out / "med_ddpm_shifted_tumour" / "outputs.json").read_text())[0]
     before = np.asarray(nib.load(original["mask"]).dataobj)
@@ -44,10 +50,18 @@ def test_preview_command_writes_png(tmp_path):
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     volume, mask = tmp_path / "v.nii.gz", tmp_path / "m.nii.gz"
     nib.save(nib.Nifti1Image(np.random.rand(12, 12, 12).astype(np.float32), affine), volume)
-    nib.save(nib.Nifti1Image(np.ones((12, 12, 12), np.uint8), affine), mask)
+    label = np.zeros((12, 12, 12), np.uint8)
+    label[3:9, 3:9, 3:9] = 1
+    nib.save(nib.Nifti1Image(label, affine), mask)
     path = cli.preview(str(volume), str(volume), output=str(tmp_path / "p.png"), masks=f"{mask},None")
     with Image.open(path) as image:
         assert image.mode == "RGB"
+        pixels = np.asarray(image).astype(int)
+    height, width = pixels.shape[:2]
+    assert width > height  # one row per volume, three views (axial, coronal, sagittal) side by side
+    coloured = (pixels.max(-1) - pixels.min(-1)) > 40  # the mask outline; the volumes themselves are grey
+    assert coloured[: height // 2].any()  # first row: the mask is drawn over the volume
+    assert not coloured[height // 2 :].any()  # second row: "None", no mask
 
 
 def test_console_script_help_lists_commands():
@@ -56,6 +70,8 @@ def test_console_script_help_lists_commands():
         env={"PAGER": "cat", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0
-    commands = ("demo", "cohort", "prepare", "preview", "train", "generate", "evaluate", "export", "package", "fetch")
+    commands = (
+        "demo", "cohort", "prepare", "preview", "train", "generate", "evaluate", "export", "package", "fetch", "label",
+    )  # fmt: skip
     for command in commands:
         assert f"     {command}\n" in result.stdout + result.stderr  # fire writes help to stderr without a TTY

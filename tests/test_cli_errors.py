@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import nibabel as nib
 import numpy as np
 import pytest
+from support import untrained_bundle
 
 from common import cli
-from common.bundle_runner import BUNDLES_DIR, write_untrained_weights
 from common.errors import InputError, find_user_error
 
 DIGEST = "0" * 64
@@ -115,9 +113,7 @@ def test_user_error_inside_a_dataloader_worker_is_found():
 
 
 def test_weights_of_a_tiny_network_name_the_override_they_fit(tmp_path, monkeypatch, capsys):
-    folder = tmp_path / "med_ddpm_brain_mri"
-    shutil.copytree(BUNDLES_DIR / "med_ddpm_brain_mri" / "configs", folder / "configs")
-    write_untrained_weights(folder, ["inference.json", "tiny_cpu.json"])
+    folder = untrained_bundle("med_ddpm_brain_mri", tmp_path)
     _save(tmp_path / "masks" / "m.nii.gz", np.resize(np.array([0, 1, 2], np.uint8), (32, 32, 32)))
     monkeypatch.chdir(folder)  # as a bundle README runs it: the bundle name means this folder
     argv = ["generate", "med_ddpm_brain_mri", "--masks", str(tmp_path / "masks"), "--device", "$torch.device('cpu')"]

@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from test_packaging import untrained_copy
+from support import untrained_bundle
 
 from common import cli
 from common.export import load_network
 from common.packaging import check_model_zoo_rules, package_bundle, sha256_of
+
+pytest_plugins = ["support"]  # the offline fixture
 
 REPO = Path(__file__).resolve().parents[1]
 #: The weight files of each bundle's archive, besides DiffuseMorph's models/field_scale.json.
@@ -32,17 +33,6 @@ WEIGHTS = {
     "diffusemorph_brain_mri": ["model.pt"],
 }
 DEMO_CHECKPOINT = REPO / "bundles" / "med_ddpm_brain_mri" / "models" / "demo" / "checkpoint_demo_s32.pt"
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model-zoo rules tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def unpack(archive: Path, target: Path) -> Path:
@@ -57,13 +47,13 @@ def unpack(archive: Path, target: Path) -> Path:
 def passing_bundle(tmp_path_factory) -> Path:
     """The unpacked archive of the cDPM bundle with tiny untrained weights."""
     root = tmp_path_factory.mktemp("passing")
-    packaged = package_bundle(untrained_copy("cdpm_brain_mri", root / "source"), root / "dist")
+    packaged = package_bundle(untrained_bundle("cdpm_brain_mri", root / "source", whole=True), root / "dist")
     return unpack(packaged.archive, root / "unpacked")
 
 
 @pytest.mark.parametrize("bundle", sorted(WEIGHTS))
 def test_every_packaged_archive_passes_the_model_zoo_rules(bundle, tmp_path: Path, offline):
-    packaged = package_bundle(untrained_copy(bundle, tmp_path / "source"), tmp_path / "dist")
+    packaged = package_bundle(untrained_bundle(bundle, tmp_path / "source", whole=True), tmp_path / "dist")
     folder = unpack(packaged.archive, tmp_path / "unpacked")
     assert check_model_zoo_rules(folder) == [] and packaged.zoo_problems == ()
     assert packaged.weights.startswith("trained weights: models/model.pt")
@@ -76,7 +66,7 @@ def test_every_packaged_archive_passes_the_model_zoo_rules(bundle, tmp_path: Pat
 
 def test_weights_listed_in_large_files_pass_the_rules(tmp_path: Path, offline):
     bundle = "medical_diffusion_brain_mri"
-    source = untrained_copy(bundle, tmp_path / "source")
+    source = untrained_bundle(bundle, tmp_path / "source", whole=True)
     packaged = package_bundle(source, tmp_path / "dist", weights_base_url="https://example.org/weights")
     folder = unpack(packaged.archive, tmp_path / "unpacked")
     assert not list((folder / "models").glob("*.pt"))
@@ -113,7 +103,7 @@ def test_med_ddpm_is_packaged_with_its_demo_weights(tmp_path: Path, capsys, offl
 
 
 def test_missing_weights_are_refused_unless_allowed(tmp_path: Path, capsys):
-    source = untrained_copy("medical_diffusion_brain_mri", tmp_path / "source")
+    source = untrained_bundle("medical_diffusion_brain_mri", tmp_path / "source", whole=True)
     (source / "models" / "model_autoencoder.pt").unlink()
     with pytest.raises(FileNotFoundError, match="no models/model_autoencoder.pt, which its inference loads"):
         package_bundle(source, tmp_path / "dist")

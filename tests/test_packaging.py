@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from support import untrained_bundle
 
-from common.bundle_runner import write_untrained_weights
 from common.data import build_demo_cohort, load_datalist
 from common.packaging import fetch_bundle, package_bundle, sha256_of
 
@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "cdpm_brain_mri"
 #: Inference on tiny random weights: 2 DDIM steps per stage.
 TINY_INFERENCE = {"num_volumes": 1, "batch_size": 1, "num_inference_steps": 2, "seed": 0}
-TINY_CONFIGS = ["inference.json", "tiny_cpu.json"]
 #: The bundles besides ``BUNDLE`` (whose archive the download tests run).
 OTHER_BUNDLES = ["med_ddpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 
@@ -34,16 +33,8 @@ OTHER_BUNDLES = ["med_ddpm_brain_mri", "medical_diffusion_brain_mri", "diffusemo
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A copy of the cDPM bundle whose ``models/model.pt`` holds a tiny (tiny_cpu.json) network."""
-    folder = untrained_copy(BUNDLE, tmp_path_factory.mktemp("source"))
+    folder = untrained_bundle(BUNDLE, tmp_path_factory.mktemp("source"), whole=True)
     (folder / "models" / "checkpoint_8.pt").write_bytes(b"training state, not for release")
-    return folder
-
-
-def untrained_copy(bundle: str, root: Path) -> Path:
-    """A copy of bundle ``bundle`` under ``root`` with the tiny (tiny_cpu.json) untrained networks as weights."""
-    folder = root / bundle
-    shutil.copytree(REPO / "bundles" / bundle, folder, ignore=shutil.ignore_patterns("models"))
-    write_untrained_weights(folder, TINY_CONFIGS)
     return folder
 
 
@@ -166,7 +157,7 @@ def test_monai_bundle_download_then_run_with_only_the_listed_packages(published,
 
 @pytest.mark.parametrize("bundle", OTHER_BUNDLES)
 def test_every_bundle_archive_runs_with_only_the_listed_packages(bundle, tmp_path):
-    packaged = package_bundle(untrained_copy(bundle, tmp_path / "source"), tmp_path / "dist")
+    packaged = package_bundle(untrained_bundle(bundle, tmp_path / "source", whole=True), tmp_path / "dist")
     with zipfile.ZipFile(packaged.archive) as archive:
         archive.extractall(tmp_path / "unpacked")
     folder = tmp_path / "unpacked" / bundle

@@ -67,17 +67,25 @@ def load_field_scale(datalist: str | Path) -> float:
     return float(scale)
 
 
-def record_field_scale(datalist: str | Path, path: str | Path) -> float:
-    """The ``field_scale`` of a fields datalist, also written to ``path`` (``{"field_scale", "unit"}``).
+def record_field_scale(field_scale: float, path: str | Path) -> float:
+    """Write the ``field_scale`` (voxels) a field DDPM trains with to ``path`` (``{"field_scale", "unit"}``).
 
-    Training records it next to the weights (``models/field_scale.json``) so that inference, and a packaged bundle,
-    need the weights folder only, not the exported fields. Written through a temporary file and ``os.replace``, so
+    Stage-2 training records it next to the weights (``models/field_scale.json``, an ``initialize`` step of
+    ``train_diffusion.json``) so that inference, and a packaged bundle, need the weights folder only, not the
+    exported fields; :func:`load_field_scale` reads it back. Written through a temporary file and ``os.replace``, so
     processes of a multi-GPU run may all write it.
+
+    Returns:
+        ``field_scale``.
+
+    Raises:
+        ValueError: ``field_scale`` is not positive.
     """
-    scale = load_field_scale(datalist)
+    if not field_scale > 0:
+        raise ValueError(f"field_scale must be positive (voxels), got {field_scale!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"field_scale": scale, "unit": "voxel"}, indent=2) + "\n")
+    partial.write_text(json.dumps({"field_scale": float(field_scale), "unit": "voxel"}, indent=2) + "\n")
     os.replace(partial, path)
-    return scale
+    return float(field_scale)

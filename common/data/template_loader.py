@@ -8,24 +8,41 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation, ResizeWithPadOrCrop, ScaleIntensity
+from monai.transforms import ResizeWithPadOrCrop, ScaleIntensity
 
 from common.data.template import load_mni152
+from common.errors import InputError, find_user_error
 
 __all__ = ["load_template"]
 
 
-def _load_file(path: str | Path, what: str) -> MetaTensor:
-    """One 3D volume as a RAS MetaTensor (1, X, Y, Z); a clear error naming the file otherwise."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found")
+def _load_files(files: dict[str, Path], spatial_size: Sequence[int]) -> MetaTensor:
+    """The template files, keyed by what they hold (``"template T1"`` first, then tissue maps), read through
+    :class:`common.transforms.LoadVolumesd` (one 3D volume each, finite, the T1 not constant, every map on the T1's
+    grid; RAS; cropped or padded to ``spatial_size``; the T1 min-max scaled to [0, 1]), as (C, X, Y, Z).
+
+    Raises:
+        FileNotFoundError / InputError: naming the file that is missing, unreadable, not one 3D volume, or on another
+            grid than the T1.
+    """
+    from common.transforms import LoadVolumesd  # common.transforms imports common.data: import it when used
+
+    for what, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {what} file not found")
+    load = LoadVolumesd(list(files), num_channels=[1] * len(files), spatial_size=spatial_size, intensity_range=(0, 1))
     try:
-        volume = Compose([LoadImage(image_only=True), EnsureChannelFirst(), Orientation(axcodes="RAS")])(str(path))
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read the {what} ({error})") from error
-    if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(f"{path}: the {what} must be one 3D volume, got shape {tuple(volume.shape)}")
-    return volume
+        volumes = load({what: str(path) for what, path in files.items()})
+    except Exception as error:  # MONAI wraps a transform's error in RuntimeError
+        user_error = find_user_error(error)
+        if user_error is not None:
+            raise InputError(str(user_error)) from error
+        cause = error
+        while cause.__cause__ is not None:  # the reader's own message, which names the file
+            cause = cause.__cause__
+        names = ", ".join(f"{path} ({what})" for what, path in files.items())
+        raise InputError(f"cannot read the template files {names}: {cause}") from error
+    return torch.cat([volumes[what] for what in files])
 
 
 def load_template(
@@ -39,14 +56,15 @@ def load_template(
     By default the MNI152 2009a template shipped with nilearn (:func:`common.data.load_mni152`), resampled to a
     cube of ``max(spatial_size)`` voxels over 192 mm, with its grey- and white-matter maps: channels [t1, gm, wm].
     With ``path``, that T1 file and the optional ``gm`` / ``wm`` probability maps (channels [t1] plus those given,
-    in that order), RAS-oriented like the subjects. Then every channel is centre-cropped or padded to
-    ``spatial_size`` (``ResizeWithPadOrCrop``, as the subjects are), the T1 is min-max scaled to [0, 1] and the
-    tissue maps are clipped to [0, 1]. The affine (``.affine``) follows the crop, so the template's grid is the
-    one the subjects must share (the paper registers every MRI affinely to the template first).
+    in that order), read through the load chain of the subjects (:class:`common.transforms.LoadVolumesd`: checked,
+    RAS-oriented). Then every channel is centre-cropped or padded to ``spatial_size`` (``ResizeWithPadOrCrop``, as
+    the subjects are), the T1 is min-max scaled to [0, 1] and the tissue maps are clipped to [0, 1]. The affine
+    (``.affine``) follows the crop, so the template's grid is the one the subjects must share (the paper registers
+    every MRI affinely to the template first).
 
     Raises:
-        FileNotFoundError / ValueError: naming the template file that is missing, unreadable, not 3D, or whose grid
-            differs from the T1's.
+        FileNotFoundError / InputError (a ``ValueError``): naming the template file that is missing, unreadable, not
+            one 3D volume, or whose grid differs from the T1's.
     """
     if path is None:
         if gm is not None or wm is not None:
@@ -55,14 +73,10 @@ def load_template(
         volumes = MetaTensor(
             torch.as_tensor(np.stack([mni.t1, mni.gm, mni.wm])), affine=torch.as_tensor(np.array(mni.affine))
         )
+        volumes = ResizeWithPadOrCrop(spatial_size)(volumes.float())
+        volumes[:1] = ScaleIntensity(minv=0.0, maxv=1.0)(volumes[:1])
     else:
-        t1 = _load_file(path, "template T1")
-        maps = [_load_file(p, f"template {name} map") for name, p in (("gm", gm), ("wm", wm)) if p is not None]
-        for volume in maps:
-            if volume.shape != t1.shape or not torch.allclose(volume.affine, t1.affine, atol=1e-3):
-                raise ValueError(f"{volume.meta['filename_or_obj']}: grid differs from that of the template {path}")
-        volumes = torch.cat([t1, *maps])
-    volumes = ResizeWithPadOrCrop(spatial_size)(volumes.float())
-    volumes[:1] = ScaleIntensity(minv=0.0, maxv=1.0)(volumes[:1])
+        maps = {f"template {name} map": Path(p) for name, p in (("gm", gm), ("wm", wm)) if p is not None}
+        volumes = _load_files({"template T1": Path(path), **maps}, spatial_size).float()
     volumes[1:] = volumes[1:].clip(0.0, 1.0)
     return volumes

@@ -7,6 +7,7 @@ from .schedulers import (
     RespacedDDPMScheduler,
     cosine_log_snr,
     make_noise_scheduler,
+    sampling_scheduler,
     spaced_timesteps,
 )
 from .slice_diffusion import SliceDiffusionInferer, SliceNoiseLoss, StagedSliceSampler
@@ -24,6 +25,7 @@ __all__ = [
     "cosine_log_snr",
     "VQLatentCodec",
     "make_noise_scheduler",
+    "sampling_scheduler",
     "ideal_sample_std",
     "oracle_noise",
     "spaced_timesteps",

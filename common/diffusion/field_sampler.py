@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from monai.inferers import DiffusionInferer
@@ -50,6 +51,19 @@ class TemplateWarpSampler(SeededSampler):
         self.field_scale = field_scale
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.verbose = verbose
+
+    @staticmethod
+    def split_output(item: Mapping[str, Any], pred_key: str = "pred", field_key: str = "field") -> dict[str, Any]:
+        """Postprocessing of one decollated item: its ``pred`` (C + 3, X, Y, Z) split into the warped template
+        channels (C, X, Y, Z), kept as ``pred_key``, and the field (3, X, Y, Z) in voxels, as ``field_key``.
+
+        Use it as the evaluator's ``postprocessing`` (``{"_target_": "Lambda", "func": "$common.diffusion.
+        TemplateWarpSampler.split_output"}``) before ``GeneratedVolumeWriter`` and ``GeneratedFieldWriter``.
+        """
+        output = torch.as_tensor(item[pred_key])
+        if output.shape[0] < 4:
+            raise ValueError(f"expected template channels and a field (C + 3, X, Y, Z), got {tuple(output.shape)}")
+        return {**item, pred_key: item[pred_key][:-3], field_key: item[pred_key][-3:]}
 
     def sample(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
         template = self.template.to(inputs.device)

@@ -268,4 +268,29 @@ def make_noise_scheduler(
         **schedule_args,
     )
     scheduler.set_timesteps(num_train_timesteps if num_inference_steps is None else num_inference_steps)
+    scheduler.schedule_config = {"num_train_timesteps": num_train_timesteps, "schedule": schedule, **schedule_args}
+    scheduler.schedule_config.pop("variance_type", None)
     return scheduler
+
+
+def sampling_scheduler(
+    training_scheduler: Scheduler, sampler: str = "ddim", num_inference_steps: int | None = None, **options: Any
+) -> Scheduler:
+    """A new scheduler over the same training schedule as ``training_scheduler``, set up for sampling.
+
+    Configs declare their noise schedule once (the training scheduler, made by :func:`make_noise_scheduler`) and
+    derive the samplers of previews from it, so the two cannot drift apart.
+
+    Args:
+        training_scheduler: a scheduler made by :func:`make_noise_scheduler`.
+        sampler / num_inference_steps: as in :func:`make_noise_scheduler`.
+        options: other arguments of :func:`make_noise_scheduler` (``clip_sample``, ``timestep_spacing``,
+            ``variance_type``).
+
+    Raises:
+        ValueError: ``training_scheduler`` was not made by :func:`make_noise_scheduler`.
+    """
+    config = getattr(training_scheduler, "schedule_config", None)
+    if config is None:
+        raise ValueError(f"{type(training_scheduler).__name__} was not made by make_noise_scheduler")
+    return make_noise_scheduler(sampler=sampler, num_inference_steps=num_inference_steps, **config, **options)

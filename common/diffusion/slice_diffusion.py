@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.diffusion.sampler import SeededSampler
-from common.transforms.slice_sets import CONDITION, TARGET
+from common.slice_roles import CONDITION, TARGET
 
 SliceNetwork = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``network(slices (B, K, C, H, W), timesteps (B,), slice_indices (B, K), slice_roles (B, K)) -> noise``."""

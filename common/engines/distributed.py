@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from ignite.handlers import ProgressBar
@@ -36,11 +37,17 @@ def local_device() -> torch.device:
 
 
 def init_process_group(device: torch.device) -> None:
-    """Join the ``torchrun`` process group: NCCL for CUDA devices (also made current), gloo for the CPU."""
+    """Join the ``torchrun`` process group: NCCL for CUDA devices (also made current), gloo for the CPU.
+
+    Ignite then adopts the group (``ignite.distributed.sync``) on every process: its first rank query creates a gloo
+    group, a collective call, and the checkpoint handlers that query it run on process 0 only, which would wait for
+    the others forever.
+    """
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    idist.sync()
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
@@ -49,8 +56,8 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel
     Every trained module of a multi-process run goes through this (for the VQ-GAN: the autoencoder and both
     discriminators): ``backward`` averages the gradients over the processes, so all processes keep identical
     weights, and each forward pass first broadcasts process 0's buffers (batch-norm statistics). The VQ-GAN's EMA
-    codebook is averaged over the processes by its quantizer (``ddp_sync``). Checkpoints unwrap the module
-    (:func:`common.engines.checkpoint.unwrap`).
+    codebook is averaged over the processes by its quantizer (``ddp_sync``). Checkpoints hold the unwrapped module
+    (Ignite's ``Checkpoint``; :func:`common.engines.checkpoint.unwrap` for ``model.pt``).
     """
     module = module.to(device)
     return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)

@@ -9,7 +9,7 @@ import torch
 from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch, default_prepare_batch
 
 from common.diffusion.latent import VQLatentCodec
-from common.transforms.slice_sets import TARGET
+from common.slice_roles import TARGET
 
 
 class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
@@ -32,15 +32,18 @@ class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
         return images, target, args, infer_kwargs
 
 
-class ConditionOnlyPrepareBatch(PrepareBatch):
-    """Return the condition as the engine input (and no target), for evaluators that sample from a condition.
+class SamplerInputPrepareBatch(PrepareBatch):
+    """Return what a sampler starts from as the engine input (and no target), for evaluators that generate.
+
+    That is the condition of a conditional sampler (a one-hot mask, (B, C_cond, X, Y, Z)) or the per-volume input
+    of an unconditional one (e.g. the volume indices that seed its noise, (B,)).
 
     Args:
-        condition_key: batch key of the condition tensor, shape (B, C_cond, X, Y, Z).
+        input_key: batch key of the sampler input.
     """
 
-    def __init__(self, condition_key: str = "condition") -> None:
-        self.condition_key = condition_key
+    def __init__(self, input_key: str = "condition") -> None:
+        self.input_key = input_key
 
     def __call__(
         self,
@@ -49,7 +52,7 @@ class ConditionOnlyPrepareBatch(PrepareBatch):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
-        return batchdata[self.condition_key].to(device=device, non_blocking=non_blocking, **kwargs), None
+        return batchdata[self.input_key].to(device=device, non_blocking=non_blocking, **kwargs), None
 
 
 class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):

@@ -24,9 +24,11 @@ class DiffuseMorphIteration:
     a fixed tensor expanded to the batch. One iteration draws t uniformly in [0, T) and noise e, builds
     x_t = add_noise(2 f - 1, e, t), runs ``(e_hat, phi) = network(m, f, x_t, t)`` and minimises (paper Eq. 1, 3)::
 
-        loss = engine.loss_function(e_hat, e) + lambda * (LNCC(Warp(m, phi), f) + lambda_smooth * Diffusion(phi))
+        loss = engine.loss_function(e_hat, e)
+               + registration_weight * (LNCC(Warp(m, phi), f) + smoothness_weight * Diffusion(phi))
 
-    where ``engine.loss_function`` is the diffusion loss (``torch.nn.MSELoss``, Eq. 2), LNCC is MONAI's
+    where ``engine.loss_function`` is the diffusion loss (``torch.nn.MSELoss``, Eq. 2), the bracket is the
+    registration loss (Eq. 3: similarity plus weighted smoothness), LNCC is MONAI's
     ``LocalNormalizedCrossCorrelationLoss`` (minus the mean squared local NCC, cubic window) and Diffusion is MONAI's
     ``DiffusionLoss`` (mean squared central-difference gradient of the field, in voxels). Warping is MONAI's
     ``Warp`` (bilinear, border padding: voxels mapped from outside the template repeat its edge, which is
@@ -43,9 +45,11 @@ class DiffuseMorphIteration:
     Args:
         template: moving image (1, X, Y, Z) or (1, 1, X, Y, Z) in [0, 1].
         scheduler: noise scheduler of the score network's training (paper: linear beta 1e-6 to 1e-2, T = 2000).
-        lambda_: weight of the registration loss (paper: 10).
-        lambda_smooth: weight of the smoothness term inside the registration loss (not given in the paper; the
-            reference code applies its lambda to both terms, i.e. 1 here).
+        registration_weight: the paper's lambda (Eq. 1, paper: 10): weight of the registration loss (LNCC similarity
+            plus weighted smoothness) against the diffusion loss.
+        smoothness_weight: the paper's lambda_phi (Eq. 3): weight of the smoothness term against the similarity term
+            inside the registration loss (not given in the paper; the reference code applies its lambda to both
+            terms, i.e. 1 here).
         kernel_size: LNCC window side in voxels (9 as in VoxelMorph and the reference code).
         image_key: batch key of the subject.
         augmentation: spatial transform of a channel-first pair (2, X, Y, Z), e.g. MONAI ``RandFlip`` and
@@ -56,8 +60,8 @@ class DiffuseMorphIteration:
         self,
         template: torch.Tensor,
         scheduler: Scheduler,
-        lambda_: float = 10.0,
-        lambda_smooth: float = 1.0,
+        registration_weight: float = 10.0,
+        smoothness_weight: float = 1.0,
         kernel_size: int = 9,
         image_key: str = CommonKeys.IMAGE,
         augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -67,7 +71,7 @@ class DiffuseMorphIteration:
         if self.template.ndim != 5 or self.template.shape[:2] != (1, 1):
             raise ValueError(f"template must be one volume (1, X, Y, Z), got {tuple(torch.as_tensor(template).shape)}")
         self.scheduler = scheduler
-        self.lambda_, self.lambda_smooth = lambda_, lambda_smooth
+        self.registration_weight, self.smoothness_weight = registration_weight, smoothness_weight
         self.similarity = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=kernel_size)
         self.smoothness = DiffusionLoss()
         self.warp = Warp(mode="bilinear", padding_mode="border")
@@ -111,8 +115,8 @@ class DiffuseMorphIteration:
             "similarity_loss": self.similarity(warped, fixed),
             "smoothness_loss": self.smoothness(field.float()),
         }
-        registration = parts["similarity_loss"] + self.lambda_smooth * parts["smoothness_loss"]
-        return parts["diffusion_loss"] + self.lambda_ * registration, parts, warped
+        registration = parts["similarity_loss"] + self.smoothness_weight * parts["smoothness_loss"]
+        return parts["diffusion_loss"] + self.registration_weight * registration, parts, warped
 
     def __call__(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         fixed = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking)

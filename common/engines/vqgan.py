@@ -11,6 +11,8 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
+from common.errors import InputError
+
 
 def random_depth_slices(volumes: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Slice ``index[b]`` along the last axis (depth) of each volume: (B, C, X, Y, Z) -> (B, C, X, Y)."""
@@ -48,9 +50,13 @@ class VQGANIteration:
         adversarial_start: iterations trained without the discriminators (10,000 in the reference README).
         l1_weight / perceptual_weight / feature_matching_weight: loss weights (4, 4 and 4 in the reference).
         slice_adversarial_weight / volume_adversarial_weight: w_d of the 2D and 3D discriminators (1 and 1).
-        perceptual_loss: a 2D perceptual loss on slices (``common.networks.make_perceptual_loss``) or ``None``.
+        perceptual_loss: a 2D perceptual loss on slices (``common.networks.make_perceptual_loss``), or ``None`` for
+            no perceptual term (``perceptual_weight`` is then unused).
         max_grad_norm: gradient-norm clip of both steps; ``None`` for no clipping.
         image_key: batch key of the images.
+
+    Raises:
+        InputError: a negative loss weight.
     """
 
     LOSS_NAMES = ("l1", "commitment", "perceptual", "adversarial", "feature_matching", "discriminator")
@@ -70,6 +76,16 @@ class VQGANIteration:
         max_grad_norm: float | None = 1.0,
         image_key: str = "image",
     ) -> None:
+        weights = {
+            "l1_weight": l1_weight,
+            "perceptual_weight": perceptual_weight,
+            "feature_matching_weight": feature_matching_weight,
+            "slice_adversarial_weight": slice_adversarial_weight,
+            "volume_adversarial_weight": volume_adversarial_weight,
+        }
+        negative = {name: value for name, value in weights.items() if value < 0}
+        if negative:
+            raise InputError(f"loss weights must be >= 0, got {negative}")
         self.discriminators = (
             (discriminator_2d, slice_adversarial_weight),
             (discriminator_3d, volume_adversarial_weight),

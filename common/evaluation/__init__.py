@@ -13,7 +13,6 @@ from .downstream import (
     synthetic_items,
 )
 from .evaluate import FID_KINDS, METRICS, RANDOM_WEIGHTS, evaluate, metric_table
-from .registration import export_registration, load_weights
 
 __all__ = [
     "DEFAULT_NETWORK_ARGS",
@@ -25,9 +24,7 @@ __all__ = [
     "SegmentationScores",
     "downstream_segmentation",
     "evaluate",
-    "export_registration",
     "format_table",
-    "load_weights",
     "metric_table",
     "segmentation_items",
     "segmentation_transforms",

@@ -40,18 +40,13 @@ from monai.networks.nets import UNet
 from monai.transforms import (
     AsDiscreted,
     Compose,
-    EnsureChannelFirstd,
     EnsureTyped,
     LabelFilterd,
-    LoadImaged,
-    Orientationd,
-    ResizeWithPadOrCropd,
-    ScaleIntensityd,
 )
 from monai.utils import set_determinism
 
 from common.data.datalist import load_datalist
-from common.transforms import CheckVolumesd
+from common.transforms import LoadVolumesd
 
 __all__ = [
     "DEFAULT_NETWORK_ARGS",
@@ -183,18 +178,13 @@ def synthetic_items(
 def segmentation_transforms(spatial_size: Sequence[int], tumour_labels: Sequence[int] = (2,)) -> Compose:
     """Load an ``{"image", "label"}`` item as image (1, X, Y, Z) in [0, 1] and binary tumour label (1, X, Y, Z).
 
-    Volumes are checked (:class:`common.transforms.CheckVolumesd`), oriented to RAS, centre-cropped or zero-padded
-    to ``spatial_size``; the label is 1 where it holds one of ``tumour_labels``, 0 elsewhere.
+    Volumes are loaded by :class:`common.transforms.LoadVolumesd` (checked, oriented to RAS, centre-cropped or
+    zero-padded to ``spatial_size``); the label is 1 where it holds one of ``tumour_labels``, 0 elsewhere.
     """
     keys = ["image", "label"]
     return Compose(
         [
-            LoadImaged(keys, image_only=True),
-            EnsureChannelFirstd(keys),
-            CheckVolumesd(keys, num_channels=[1, 1]),
-            Orientationd(keys, axcodes="RAS"),
-            ResizeWithPadOrCropd(keys, spatial_size=spatial_size),
-            ScaleIntensityd("image", minv=0.0, maxv=1.0),
+            LoadVolumesd(keys, num_channels=[1, 1], spatial_size=spatial_size, intensity_range=(0.0, 1.0)),
             LabelFilterd("label", applied_labels=list(tumour_labels)),
             AsDiscreted("label", threshold=0.5),
             EnsureTyped(keys, dtype=torch.float32),

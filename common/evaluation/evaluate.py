@@ -29,18 +29,14 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
-    EnsureChannelFirstd,
-    LoadImaged,
-    Orientationd,
     ResizeWithPadOrCropd,
     ScaleIntensityd,
 )
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from common.data.datalist import load_datalist
 from common.data.nifti import nifti_files, nifti_stem
-from common.errors import InputError
+from common.errors import InputError, find_user_error
 from common.metrics import (
     SliceFeatureExtractor,
     VolumeFeatureExtractor,
@@ -56,8 +52,8 @@ from common.metrics import (
     random_feature_network,
     tumour_brain_ratio,
 )
-from common.transforms import CheckVolumesd
-from common.visualize import triplanar_grid
+from common.transforms import LoadVolumesd
+from common.visualize import evaluation_figure
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +150,17 @@ def _load_volumes(
     """Volumes (N, 1, X, Y, Z) in RAS, padded or cropped to ``spatial_size`` (default: the first file's shape) and
     scaled to [0, 1] each (label maps: ``scale=False``). Raises ValueError naming the file for unreadable, 4D or
     non-finite volumes."""
-    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
-    check = CheckVolumesd("image", num_channels=[1])  # called directly: Compose would hide its message
-    orient = Orientationd("image", axcodes="RAS")
+    load = LoadVolumesd("image", num_channels=[1])
     prepare = None
     volumes = []
     for path in tqdm(paths, desc=desc, disable=not verbose):
         try:
             volume = load({"image": str(path)})
-        except Exception as error:  # MONAI wraps reader errors in several types
+        except Exception as error:  # MONAI wraps reader errors in several types, and the check's in RuntimeError
+            found = find_user_error(error)
+            if isinstance(found, InputError):
+                raise found from error
             raise InputError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
-        volume = orient(check(volume))
         if prepare is None:  # the size is known once the first volume is loaded
             size = tuple(volume["image"].shape[1:]) if spatial_size is None else spatial_size
             scaling = [ScaleIntensityd("image", 0.0, 1.0)] if scale else []
@@ -269,63 +265,6 @@ def metric_table(results: Mapping[str, Any]) -> list[str]:
             elif isinstance(value, int | bool):
                 lines.append(f"{group}.{name}: {value}")
     return lines
-
-
-def _tiles(volumes: torch.Tensor, factor: int) -> np.ndarray:
-    """:func:`triplanar_grid` of volumes (N, 1, X, Y, Z), one row each, enlarged ``factor`` times, (H, W, 3) uint8."""
-    grid = triplanar_grid(list(volumes))
-    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
-
-
-def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
-    """Two (H, W, 3) images next to each other, the shorter padded with black at the bottom."""
-    height = max(left.shape[0], right.shape[0])
-    padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in (left, right)]
-    return np.concatenate([padded[0], np.zeros((height, gap, 3), np.uint8), padded[1]], axis=1)
-
-
-def _compose_figure(
-    real: torch.Tensor, synthetic: torch.Tensor, results: Mapping[str, Any], num_rows: int, path: Path
-) -> Path:
-    """Write the figure: real | synthetic tri-planar views of the first ``num_rows`` volumes of each set (N, 1, X,
-    Y, Z), the metric table, and the ``num_rows`` synthetic volumes closest to a real one, each beside it."""
-    factor = max(1, int(np.ceil(96 / min(real.shape[2:]))))
-    blocks: list[tuple[str, list[str], np.ndarray | None]] = [
-        (
-            "Real (left) vs synthetic (right): axial, coronal, sagittal views",
-            [],
-            _side_by_side(_tiles(real[:num_rows], factor), _tiles(synthetic[:num_rows], factor)),
-        ),
-        ("Metrics", metric_table(results), None),
-    ]
-    neighbours = results.get("memorisation", {}).get("nearest_neighbours", [])
-    for entry in sorted(neighbours, key=lambda e: -e["ms_ssim"])[:num_rows]:
-        s, r = entry["synthetic"], entry["nearest_real"]
-        title = (
-            f"synthetic {entry['synthetic_file']} (left) and its nearest real {entry['nearest_real_file']}: "
-            f"MS-SSIM {entry['ms_ssim']:.3f}{' MEMORISED' if entry['memorised'] else ''}"
-        )
-        blocks.append((title, [], _side_by_side(_tiles(synthetic[s : s + 1], factor), _tiles(real[r : r + 1], factor))))
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line_height = measure.textbbox((0, 0), "Ag")[3] + 4
-    texts = [line for title, lines, _ in blocks for line in (title, *lines)]
-    width = 8 + max(max(measure.textlength(t) for t in texts), *(b[2].shape[1] for b in blocks if b[2] is not None))
-    height = sum(
-        line_height * (1 + len(lines)) + (0 if image is None else image.shape[0]) + 8 for _, lines, image in blocks
-    )
-    canvas = Image.new("RGB", (int(width), height), "black")
-    draw, top = ImageDraw.Draw(canvas), 0
-    for title, lines, image in blocks:
-        for line, colour in zip((title, *lines), ("yellow", *["white"] * len(lines)), strict=True):
-            draw.text((4, top), line, fill=colour)
-            top += line_height
-        if image is not None:
-            canvas.paste(Image.fromarray(image), (4, top))
-            top += image.shape[0]
-        top += 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
 
 
 def _check_output_dir(output_dir: Path, inputs: Sequence[Path]) -> None:
@@ -560,8 +499,10 @@ def evaluate(
         else:
             results[name] = report
     output_dir.mkdir(parents=True, exist_ok=True)
-    results["outputs"] = {"metrics": str(output_dir / "metrics.json"), "figure": str(output_dir / "evaluation.png")}
-    _compose_figure(real_volumes, synthetic_volumes, results, num_figure_rows, output_dir / "evaluation.png")
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    logger.info(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'evaluation.png'}")
+    metrics_file, figure = output_dir / "metrics.json", output_dir / "evaluation.png"
+    results["outputs"] = {"metrics": str(metrics_file), "figure": str(figure)}
+    neighbours = results.get("memorisation", {}).get("nearest_neighbours", [])
+    evaluation_figure(real_volumes, synthetic_volumes, metric_table(results), neighbours, num_figure_rows, figure)
+    metrics_file.write_text(json.dumps(results, indent=2))
+    logger.info(f"wrote {metrics_file} and {figure}")
     return results

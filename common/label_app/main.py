@@ -23,18 +23,29 @@ volume. :mod:`common.label_app.routes` serves it: bad requests answer HTTP 400 w
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-import common
 from common.bundle_runner import BUNDLES_DIR
 from common.label_app.pool import WorkerPool
 from common.label_app.routes import install_infer_route
 from common.label_app.tasks import BundleSynthesisTask
 from common.label_app.worker import BundleRunError
+
+DISTRIBUTION = "brain-mri-diffusion-bundles"
+"""The distribution (pyproject.toml's ``name``) that installs ``common``."""
+
+
+def _version() -> str:
+    """The installed version of :data:`DISTRIBUTION`, ``unknown`` where ``common`` is not installed (a copy)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _conf_list(value: str | None) -> list[str]:
@@ -60,7 +71,7 @@ class BrainSynthApp(MONAILabelApp):
             conf=conf,
             name="Brain MRI diffusion bundles",
             description="Synthesise 3D brain MRI: from a drawn label volume (Med-DDPM) or unconditionally.",
-            version=common.__version__,
+            version=_version(),
         )
 
     def init_infers(self) -> dict[str, InferTask]:

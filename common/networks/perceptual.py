@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from monai.losses import PerceptualLoss
 
+from common.errors import InputError
+
 #: LPIPS backbones and the torchvision weights enum each loads its ImageNet weights from.
 LPIPS_NETWORKS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
-SWITCH_OFF = "or train without it: `--perceptual_weight 0`"
+SWITCH_OFF = "or train without it: `--use_perceptual_loss False`"
 
 
 def perceptual_weights_path(network_type: str) -> Path:
@@ -21,26 +23,32 @@ def perceptual_weights_path(network_type: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def make_perceptual_loss(weight: float, network_type: str = "vgg", spatial_dims: int = 2) -> PerceptualLoss | None:
-    """``monai.losses.PerceptualLoss`` (LPIPS) for slices (B, C, X, Y), or ``None`` when ``weight`` is 0.
+def make_perceptual_loss(
+    enabled: bool = True, network_type: str = "vgg", spatial_dims: int = 2
+) -> PerceptualLoss | None:
+    """``monai.losses.PerceptualLoss`` (LPIPS) for slices (B, C, X, Y), or ``None`` when ``enabled`` is false.
 
     Nothing is ever downloaded: the ``lpips`` and ``torchvision`` packages must be installed and the backbone's
     ImageNet weights must already be in the torch hub cache (``torch.hub.get_dir()/checkpoints``, under
     ``$TORCH_HOME``); otherwise a ``RuntimeError`` names what is missing, where to put it, and how to switch the
     loss off.
 
+    The loss is unweighted: its weight in the training objective is the trainer's (e.g. ``perceptual_weight`` of
+    :class:`common.engines.VQGANIteration`).
+
     Args:
-        weight: the loss weight in the training objective; 0 disables the loss.
+        enabled: build the loss (bundle key ``use_perceptual_loss``); ``False`` returns ``None`` and loads nothing.
         network_type: LPIPS backbone, ``"vgg"`` (as in Medical Diffusion), ``"alex"`` or ``"squeeze"``.
         spatial_dims: 2 for slices; 3 applies the 2D network to slices along every axis (MONAI's fake 3D).
 
     Raises:
-        ValueError: for a negative weight or an unknown backbone.
+        InputError: ``enabled`` is not a bool (e.g. the string ``"false"``: on the command line write ``False``).
+        ValueError: for an unknown backbone.
         RuntimeError: if a package or the pretrained weights are missing.
     """
-    if weight < 0:
-        raise ValueError(f"perceptual weight must be >= 0, got {weight}")
-    if weight == 0:
+    if not isinstance(enabled, bool):
+        raise InputError(f"use_perceptual_loss must be True or False, got {enabled!r}")
+    if not enabled:
         return None
     if network_type not in LPIPS_NETWORKS:
         raise ValueError(f"network_type must be an LPIPS backbone {sorted(LPIPS_NETWORKS)}, got {network_type!r}")

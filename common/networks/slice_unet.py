@@ -11,7 +11,7 @@ from torch import nn
 
 from common.networks.slice_attention import SliceLayout, add_slice_attention
 from common.networks.unet2d import diffusion_unet_2d
-from common.transforms.slice_sets import CONDITION, PADDING
+from common.slice_roles import CONDITION, PADDING
 
 
 class SlicePositionEmbedding(nn.Module):

@@ -10,9 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
 from common.data.nifti import source_name
-
-PADDING, CONDITION, TARGET = 0, 1, 2
-"""Role of each slot of a slice set: an unused slot, a clean condition slice, a noisy target slice."""
+from common.slice_roles import CONDITION, PADDING, TARGET
 
 
 class SampleSliceSetsd(RandomizableTransform, MapTransform):

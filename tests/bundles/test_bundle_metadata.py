@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from monai.bundle import verify_metadata
 from monai.utils import get_equivalent_dtype
 
 from common.export import example_inputs, tensor_layout, tensor_shape
+
+pytest_plugins = ["support"]  # the offline fixture
 
 BUNDLES = ["cdpm_brain_mri", "med_ddpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 POST_PROCESSED = ("post_processed_outputs", "pred")
@@ -37,17 +38,6 @@ MAX_SPATIAL = 16
 
 def metadata(bundle: str) -> dict:
     return json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("verify_metadata tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

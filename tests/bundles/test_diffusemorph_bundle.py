@@ -160,7 +160,7 @@ def test_export_without_registration_weights_names_the_missing_file(tiny_cohort,
         dataset_dir=tiny_cohort,
     )  # fmt: skip
     assert result.returncode != 0
-    assert f"{tmp_path}/models/model_registration.pt: trained weights not found" in result.stderr
+    assert f"{tmp_path}/models/model_registration.pt: no trained weights" in result.stderr
 
 
 def test_field_training_without_exported_fields_names_the_missing_datalist(tmp_path):

@@ -27,11 +27,11 @@ def test_registration_schedule_losses_and_optimiser_are_the_papers(registration)
     scheduler = registration.get_parsed_content("noise_scheduler")
     assert isinstance(scheduler, DDPMScheduler) and scheduler.num_train_timesteps == 2000
     assert scheduler.betas[0].item() == pytest.approx(1e-6) and scheduler.betas[-1].item() == pytest.approx(1e-2)
-    assert registration["lambda"] == 10.0 and registration["max_epochs"] == 50
+    assert registration["registration_weight"] == 10.0 and registration["max_epochs"] == 50
     optimizer = registration.get_parsed_content("optimizer")
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 1e-4
     iteration = registration.get_parsed_content("train#trainer#iteration_update")
-    assert iteration.lambda_ == 10.0 and iteration.similarity.kernel_size == 9
+    assert iteration.registration_weight == 10.0 and iteration.similarity.kernel_size == 9
     assert isinstance(registration.get_parsed_content("train#trainer#loss_function"), torch.nn.MSELoss)  # Eq. 2
 
 

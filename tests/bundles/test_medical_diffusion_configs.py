@@ -44,7 +44,8 @@ def test_vqgan_objective_and_optimisation_are_the_papers(autoencoder_config):
     iteration = autoencoder_config["iteration"]
     assert iteration["_target_"] == "common.engines.VQGANIteration"
     expected = {
-        "l1_weight": 4.0, "perceptual_weight": 4.0, "perceptual_network": "vgg", "adversarial_start": 10000,
+        "l1_weight": 4.0, "use_perceptual_loss": True, "perceptual_weight": 4.0, "perceptual_network": "vgg",
+        "adversarial_start": 10000,
         "slice_adversarial_weight": 1.0, "volume_adversarial_weight": 1.0, "feature_matching_weight": 4.0,
         "max_grad_norm": 1.0, "batch_size": 2, "max_iterations": 100000, "learning_rate": 3e-4,
     }  # fmt: skip
@@ -60,7 +61,7 @@ def test_default_perceptual_loss_fails_clearly_without_local_weights(autoencoder
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(RuntimeError) as error:  # MONAI wraps the factory's error
         autoencoder_config.get_parsed_content("perceptual_loss", lazy=False)
-    assert "--perceptual_weight 0" in str(error.value.__cause__)
+    assert "--use_perceptual_loss False" in str(error.value.__cause__)
 
 
 def test_latent_ddpm_is_the_papers(diffusion_config):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, bundle_config
+from conftest import bundle_config
+from support import TINY_CONFIGS as TINY
+from support import untrained_bundle
 
 from common import cli
-from common.bundle_runner import write_untrained_weights
 from common.diffusion import RespacedDDIMScheduler, RespacedDDPMScheduler
 
-TINY = ["inference.json", "tiny_cpu.json"]
 BUNDLES = ["med_ddpm_brain_mri", "cdpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 SCHEDULERS = {"ddpm": RespacedDDPMScheduler, "ddim": RespacedDDIMScheduler}
 
@@ -22,12 +21,7 @@ SCHEDULERS = {"ddpm": RespacedDDPMScheduler, "ddim": RespacedDDIMScheduler}
 def untrained(tmp_path_factory) -> dict[str, Path]:
     """Each bundle's configs with what its tiny inference loads, untrained, in a temporary bundle folder."""
     root = tmp_path_factory.mktemp("bundles")
-    folders = {}
-    for name in BUNDLES:
-        folders[name] = root / name
-        shutil.copytree(REPO / "bundles" / name / "configs", folders[name] / "configs")
-        write_untrained_weights(folders[name], TINY)
-    return folders
+    return {name: untrained_bundle(name, root) for name in BUNDLES}
 
 
 def _inputs(bundle: str, cohort: Path) -> dict:

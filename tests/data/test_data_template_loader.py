@@ -14,6 +14,7 @@ from common.data import (
     save_field,
     write_fields_datalist,
 )
+from common.errors import InputError
 
 
 def test_default_template_is_the_mni152_cropped_like_subjects():
@@ -43,12 +44,35 @@ def test_missing_or_mismatched_template_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.nii.gz: template T1 file not found"):
         load_template([8, 8, 8], tmp_path / "missing.nii.gz")
     t1, gm = tmp_path / "t1.nii.gz", tmp_path / "gm.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), t1)
+    nib.save(nib.Nifti1Image(np.arange(512, dtype=np.float32).reshape(8, 8, 8), np.eye(4)), t1)
     nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.float32), np.eye(4)), gm)
-    with pytest.raises(ValueError, match="gm.nii.gz: grid differs"):
+    with pytest.raises(ValueError, match="gm.nii.gz: shape"):
         load_template([8, 8, 8], t1, gm=gm)
     with pytest.raises(ValueError, match="need the template T1 file"):
         load_template([8, 8, 8], wm=gm)
+
+
+def test_template_files_are_read_through_the_load_chain_and_bad_ones_named(tmp_path):
+    """``LoadVolumesd``: RAS orientation; one 3D volume per file, readable, the T1 not constant; errors name it."""
+    flipped = tmp_path / "las.nii.gz"
+    array = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.diag([-2.0, 2.0, 2.0, 1.0])), flipped)
+    template = load_template([8, 8, 8], flipped)
+    assert (np.diag(template.affine.numpy())[:3] > 0).all()  # reoriented to RAS
+    np.testing.assert_allclose(template[0].numpy(), (array[::-1] - array.min()) / np.ptp(array), atol=1e-6)
+
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not a NIfTI file")
+    with pytest.raises(InputError, match="garbage.nii.gz"):
+        load_template([8, 8, 8], garbage)
+    four = tmp_path / "four.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 2), np.float32), np.eye(4)), four)
+    with pytest.raises(InputError, match="four.nii.gz: expected 1 channel"):
+        load_template([8, 8, 8], four)
+    constant = tmp_path / "constant.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), constant)
+    with pytest.raises(InputError, match="constant.nii.gz: constant volume"):
+        load_template([8, 8, 8], constant)
 
 
 def test_fields_round_trip_and_datalist(tmp_path):
@@ -65,6 +89,8 @@ def test_fields_round_trip_and_datalist(tmp_path):
         load_field_scale(tmp_path / "nothing.json")
 
     recorded = tmp_path / "models" / "field_scale.json"
-    assert record_field_scale(datalist, recorded) == 2.5
+    assert record_field_scale(load_field_scale(datalist), recorded) == 2.5
     assert json.loads(recorded.read_text()) == {"field_scale": 2.5, "unit": "voxel"}
     assert load_field_scale(recorded) == 2.5 and not list(recorded.parent.glob("*.tmp"))
+    with pytest.raises(ValueError, match="field_scale must be positive"):
+        record_field_scale(0.0, recorded)

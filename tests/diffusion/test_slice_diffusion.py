@@ -8,7 +8,7 @@ import torch
 from common.diffusion import SliceDiffusionInferer, SliceNoiseLoss, StagedSliceSampler, make_noise_scheduler
 from common.engines import SliceDiffusionPrepareBatch
 from common.networks import SliceDiffusionUNet
-from common.transforms import CONDITION, PADDING, TARGET
+from common.slice_roles import CONDITION, PADDING, TARGET
 
 
 def _training_scheduler():

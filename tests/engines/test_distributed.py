@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import pytest
 import torch
@@ -48,8 +49,9 @@ def single_process_group(monkeypatch):
     """A gloo process group of one process, as ``torchrun --nproc_per_node=1`` would start."""
     monkeypatch.setenv("LOCAL_RANK", "0")
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    idist.sync()  # Ignite caches the distributed context: adopt the group, and forget it in finalize
     yield
-    dist.destroy_process_group()
+    idist.finalize()  # destroys the group; Ignite's handlers of later tests then see a single process again
 
 
 def test_wrapped_network_is_saved_and_resumed_without_the_ddp_prefix(single_process_group, tmp_path: Path):

@@ -8,6 +8,7 @@ from monai.engines import SupervisedTrainer
 from monai.networks.nets import PatchDiscriminator
 
 from common.engines import VQGANIteration, random_depth_slices
+from common.errors import InputError
 from common.networks import make_vqgan_autoencoder
 
 
@@ -95,3 +96,11 @@ def test_random_depth_slices_take_one_slice_per_volume():
     assert slices.shape == (2, 3, 4, 4)
     torch.testing.assert_close(slices[0], volumes[0, ..., 4])
     torch.testing.assert_close(slices[1], volumes[1, ..., 1])
+
+
+@pytest.mark.parametrize("name", ["l1_weight", "perceptual_weight", "feature_matching_weight"])
+def test_negative_loss_weights_are_refused(name):
+    discriminators = [PatchDiscriminator(dims, channels=4, in_channels=1, num_layers_d=1) for dims in (2, 3)]
+    optimizer = torch.optim.Adam([p for d in discriminators for p in d.parameters()])
+    with pytest.raises(InputError, match=f"loss weights must be >= 0.*{name}"):
+        VQGANIteration(*discriminators, optimizer, **{name: -1.0})

@@ -4,7 +4,6 @@ server, nor any of its inference workers, behind, even mid-request (Linux: a wor
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,15 +14,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_label_server import (
-    LABEL_PYTHON,
+from support import (
     TINY_CONFIGS,
     free_port,
     get_info,
-    post_infer,
+    label_server_env,
+    require_label_python,
     untrained_bundle,
-    wait_for_queue,
+    wait_for_server,
 )
+from test_label_server import post_infer, wait_for_queue
 
 from common.label_app.pool import WORK_DIR_PREFIX, remove_stale_work_dirs
 
@@ -78,36 +78,19 @@ def wait_until(condition, timeout: float, message: str) -> None:
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_the_launcher_is_the_server_and_leaves_nothing_running(tmp_path: Path, signal_number):
-    if not LABEL_PYTHON.is_file():
-        message = f"{LABEL_PYTHON}: no MONAI Label environment; run `make install-label`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = require_label_python()
     bundle = untrained_bundle("cdpm_brain_mri", tmp_path / "bundles")
     port = free_port()
-    command = [str(LABEL_PYTHON), "-m", "common.cli", "label", "--studies", str(tmp_path / "studies")]
+    command = [str(python), "-m", "common.cli", "label", "--studies", str(tmp_path / "studies")]
     command += ["--app_dir", str(tmp_path / "app"), "--bundles", str(bundle), "--configs", ",".join(TINY_CONFIGS)]
     command += ["--port", str(port)]
     (tmp_path / "tmp").mkdir()
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-        "TMPDIR": str(tmp_path / "tmp"),
-    }
+    env = label_server_env(tmp_path / "tmp")
     with (tmp_path / "server.log").open("w") as log:
         launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                assert get_info(url)["queue"]["workers"] == 1
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert launcher.poll() is None, (tmp_path / "server.log").read_text()[-6000:]
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(1)
+        assert wait_for_server(url, launcher, tmp_path / "server.log")["queue"]["workers"] == 1
         wait_for_queue(url, lambda queue: queue["ready"] == 1, timeout=120)
         assert len(spawned_workers(launcher.pid)) == 1
         workers = descendants(launcher.pid)  # the worker and multiprocessing's resource tracker

@@ -11,9 +11,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,32 +24,24 @@ import nibabel as nib
 import numpy as np
 import pytest
 from monai.bundle import ConfigParser
+from support import (
+    REPO,
+    TINY_CONFIGS,
+    free_port,
+    get_info,
+    label_server_env,
+    require_label_python,
+    untrained_bundle,
+    wait_for_server,
+)
 
-from common.bundle_runner import write_untrained_weights
 from common.data import build_demo_cohort, load_datalist
 from common.label_app import start_server_command, write_app_dir
 
-REPO = Path(__file__).resolve().parents[2]
-LABEL_PYTHON = Path(os.environ.get("BRAINSYNTH_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
-TINY_CONFIGS = ["inference.json", "tiny_cpu.json"]
 UNCONDITIONAL = ["cdpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 SERVED = ["med_ddpm_brain_mri", *UNCONDITIONAL]
 #: The test server's worker processes and queue: a burst of WORKERS + QUEUE_SIZE requests fills it.
 WORKERS, QUEUE_SIZE = 2, 6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def untrained_bundle(name: str, root: Path) -> Path:
-    """A copy of bundle ``name``'s configs under ``root`` with what its tiny inference loads, untrained."""
-    folder = root / name
-    shutil.copytree(REPO / "bundles" / name / "configs", folder / "configs")
-    write_untrained_weights(folder, TINY_CONFIGS)
-    return folder
 
 
 def infer_request(
@@ -91,11 +81,6 @@ def leftovers(server: dict) -> set[Path]:
     return set(server["tmp"].iterdir()) - server["startup_files"]
 
 
-def get_info(url: str, timeout: float = 5) -> dict:
-    with urllib.request.urlopen(f"{url}/info/", timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 def wait_for_queue(url: str, condition, timeout: float) -> dict:
     """Poll ``GET /info/`` until ``condition(info["queue"])``; the queue then."""
     deadline = time.monotonic() + timeout
@@ -121,11 +106,7 @@ def subject(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``monailabel start_server`` with the app and the four bundles' tiny untrained models; yields its URL."""
-    if not LABEL_PYTHON.is_file():
-        message = f"{LABEL_PYTHON}: no MONAI Label environment; run `make install-label`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = require_label_python()
     root = tmp_path_factory.mktemp("label")
     studies, bundles = root / "studies", [untrained_bundle(name, root / "bundles") for name in SERVED]
     without_weights = root / "bundles" / "cdpm_without_weights"
@@ -136,29 +117,15 @@ def server(tmp_path_factory):
     port = free_port()
     app = write_app_dir(root / "app")
     command = start_server_command(
-        app, studies, bundles, TINY_CONFIGS, port=port, python=LABEL_PYTHON, sampler="ddim", num_inference_steps=5,
+        app, studies, bundles, TINY_CONFIGS, port=port, python=python, sampler="ddim", num_inference_steps=5,
         workers=WORKERS, queue_size=QUEUE_SIZE,
     )  # fmt: skip
     log = (root / "server.log").open("w")
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-        "TMPDIR": str(root / "tmp"),
-    }
+    env = label_server_env(root / "tmp")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
-                    info = json.loads(response.read())
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"monailabel server did not start:\n{(root / 'server.log').read_text()[-6000:]}")
-                time.sleep(1)
+        info = wait_for_server(url, process, root / "server.log")
         wait_for_queue(url, lambda queue: queue["ready"] == WORKERS, timeout=120)
         # what the server itself keeps there while it runs: MONAI Label's logging config, torch's (empty) cache folder
         startup_files = set((root / "tmp").iterdir())

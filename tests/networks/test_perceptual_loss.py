@@ -1,4 +1,4 @@
-"""The perceptual-loss factory never downloads: it is off at weight 0 and says what is missing otherwise."""
+"""The perceptual-loss factory never downloads: it is off when not enabled and says what is missing otherwise."""
 
 from __future__ import annotations
 
@@ -6,19 +6,26 @@ from types import SimpleNamespace
 
 import pytest
 
+from common.errors import InputError
 from common.networks import make_perceptual_loss
 from common.networks import perceptual as perceptual_module
 
 
-def test_weight_zero_switches_the_loss_off():
-    assert make_perceptual_loss(0.0) is None
+def test_disabled_loss_is_none_and_loads_nothing(monkeypatch):
+    monkeypatch.setattr(perceptual_module.importlib.util, "find_spec", lambda name: pytest.fail("looked for " + name))
+    assert make_perceptual_loss(False) is None
 
 
-def test_rejects_negative_weights_and_unknown_backbones():
-    with pytest.raises(ValueError, match=">= 0"):
-        make_perceptual_loss(-1.0)
+@pytest.mark.parametrize("switch", ["false", "False", 0, 4.0, None])
+def test_the_switch_must_be_a_bool(switch):
+    """``--use_perceptual_loss false`` reaches the config as the (true) string "false": refused, not taken as on."""
+    with pytest.raises(InputError, match="use_perceptual_loss must be True or False"):
+        make_perceptual_loss(switch)
+
+
+def test_rejects_unknown_backbones():
     with pytest.raises(ValueError, match="LPIPS backbone"):
-        make_perceptual_loss(1.0, network_type="radimagenet_resnet50")
+        make_perceptual_loss(True, network_type="radimagenet_resnet50")
 
 
 def test_missing_weights_in_an_empty_cache_name_the_file_and_the_way_out(tmp_path, monkeypatch):
@@ -31,16 +38,16 @@ def test_missing_weights_in_an_empty_cache_name_the_file_and_the_way_out(tmp_pat
     )
     monkeypatch.setattr(perceptual_module.importlib.util, "find_spec", lambda name: object())
     with pytest.raises(RuntimeError) as error:
-        make_perceptual_loss(4.0, network_type="vgg")
+        make_perceptual_loss(True, network_type="vgg")
     message = str(error.value)
     assert str(tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
-    assert "--perceptual_weight 0" in message and "never downloaded" in message
+    assert "--use_perceptual_loss False" in message and "never downloaded" in message
 
 
 def test_missing_packages_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(perceptual_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
-        RuntimeError, match=r"\['lpips', 'torchvision'\].*pip install lpips torchvision.*--perceptual_weight 0"
+        RuntimeError, match=r"\['lpips', 'torchvision'\].*pip install lpips torchvision.*--use_perceptual_loss False"
     ):
-        make_perceptual_loss(4.0)
+        make_perceptual_loss(True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.networks import SliceAttentionBlock, SliceDiffusionUNet, SliceLayout, SlicePositionEmbedding
-from common.transforms import CONDITION, PADDING, TARGET
+from common.slice_roles import CONDITION, PADDING, TARGET
 
 
 def _network(randomise: bool = True, absolute_position: bool = False) -> SliceDiffusionUNet:

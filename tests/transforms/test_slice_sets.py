@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.transforms import CONDITION, PADDING, TARGET, SampleSliceSetsd
+from common.slice_roles import CONDITION, PADDING, TARGET
+from common.transforms import SampleSliceSetsd
 
 
 def _draws(transform: SampleSliceSetsd, volume: torch.Tensor, count: int) -> list[dict[str, torch.Tensor]]:

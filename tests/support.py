@@ -1,0 +1,147 @@
+"""Test support shared by the test folders (``pythonpath = ["tests"]`` in pyproject.toml: ``from support import``).
+
+Not shipped: bundle archives carry ``common/`` only (:mod:`common.packaging`), so what exists only for tests lives
+here: untrained weights for smoke tests of inference, packaging and serving; the ``offline`` fixture; starting and
+waiting for the MONAI Label server. Modules that use the fixtures name this module in ``pytest_plugins``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.bundle_runner import inference_sources
+
+REPO = Path(__file__).resolve().parents[1]
+#: The inference of every bundle on its tiny CPU networks.
+TINY_CONFIGS = ["inference.json", "tiny_cpu.json"]
+#: The interpreter of the MONAI Label environment (``make install-label``) in which the label server runs.
+LABEL_PYTHON = Path(os.environ.get("BRAINSYNTH_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
+
+
+def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
+    """Write every file a bundle's inference loads (:func:`common.bundle_runner.inference_files`), from freshly
+    initialised networks.
+
+    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training: each
+    ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def`` to
+    ``autoencoder_path`` (Medical Diffusion's VQ-GAN, ``models/model_autoencoder.pt``) and a field scale of 1 voxel
+    to ``field_scale_file`` (DiffuseMorph). Existing files are not replaced.
+
+    Args:
+        bundle: bundle folder or name (:func:`common.bundle_runner.bundle_dir`).
+        configs: inference config files under its ``configs/``, e.g. ``["inference.json", "tiny_cpu.json"]``.
+        seed: seed of the initial weights.
+
+    Returns:
+        the files written.
+
+    Raises:
+        FileExistsError: naming a file that is already there.
+    """
+    parser, files = inference_sources(bundle, configs)
+    for path, _ in files:
+        if path.exists():
+            raise FileExistsError(f"{path}: already exists; untrained weights are written only where none are")
+    torch.manual_seed(seed)
+    for path, source in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if source == "field_scale_file":
+            path.write_text(json.dumps({"field_scale": 1.0, "unit": "voxel"}))
+            continue
+        parsed = parser.get_parsed_content(source)
+        states = {k: v.state_dict() for k, v in parsed.items()} if isinstance(parsed, dict) else parsed.state_dict()
+        # one object: its bare state dict, as models/model.pt is written by training and read by the loader
+        torch.save(next(iter(states.values())) if isinstance(parsed, dict) and len(states) == 1 else states, path)
+    return [path for path, _ in files]
+
+
+def untrained_bundle(name: str, root: Path, whole: bool = False, configs: Sequence[str] = TINY_CONFIGS) -> Path:
+    """A copy of bundle ``name`` under ``root`` with what its inference on ``configs`` loads, untrained.
+
+    Args:
+        name: a bundle of this repository.
+        root: parent folder of the copy (``root / name``).
+        whole: copy the whole bundle folder (docs, LICENSE, ...: for packaging) without its ``models/``; by default
+            its ``configs/`` only.
+        configs: the inference config files whose networks are written (default: the tiny CPU networks).
+    """
+    folder = root / name
+    if whole:
+        shutil.copytree(REPO / "bundles" / name, folder, ignore=shutil.ignore_patterns("models"))
+    else:
+        shutil.copytree(REPO / "bundles" / name / "configs", folder / "configs")
+    write_untrained_weights(folder, configs)
+    return folder
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# The MONAI Label server, run from LABEL_PYTHON: tests/label_app are its HTTP clients.
+
+
+def require_label_python() -> Path:
+    """:data:`LABEL_PYTHON`; skips the test when it is missing, except under CI, where that fails it."""
+    if not LABEL_PYTHON.is_file():
+        message = f"{LABEL_PYTHON}: no MONAI Label environment; run `make install-label`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return LABEL_PYTHON
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def label_server_env(tmp: Path) -> dict[str, str]:
+    """The server's environment: quiet warnings, no scoring updates, ``TMPDIR`` the test's folder ``tmp``."""
+    return {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+        "TMPDIR": str(tmp),
+    }
+
+
+def get_info(url: str, timeout: float = 5) -> dict:
+    """``GET /info/`` of the server at ``url``."""
+    with urllib.request.urlopen(f"{url}/info/", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> dict:
+    """Poll ``GET /info/`` until the server started as ``process`` answers; its answer.
+
+    Fails the test, with the end of the server's ``log``, when the process ends first or ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get_info(url)
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"monailabel server did not start:\n{log.read_text()[-6000:]}")
+            time.sleep(1)
