@@ -21,6 +21,7 @@ def inference_handlers(
     device: torch.device | str,
     writer: Any,
     base_config: str = "inference.json",
+    load_weights: bool = True,
 ) -> list[Any]:
     """:class:`WeightsFitHandler` (a clear error when ``weights`` are missing or made for another network), MONAI's
     ``CheckpointLoader`` of ``weights`` into ``network``, then ``writer`` (e.g.
@@ -35,9 +36,14 @@ def inference_handlers(
             and fields).
         base_config: the config that defines the network (``network_def``), which the others override: named in
             the error when the weights do not fit (``train_registration.json`` for DiffuseMorph's field export).
+        load_weights: ``False`` leaves out the two loading handlers, for a ``network`` that already holds its
+            weights (the MONAI Label server loads them once per worker, :mod:`common.label_app.worker`).
     """
+    writers = list(writer) if isinstance(writer, (list, tuple)) else [writer]
+    if not load_weights:
+        return writers
     return [
         WeightsFitHandler(load_path=weights, network=network, configs_dir=configs_dir, base_config=base_config),
         CheckpointLoader(load_path=str(weights), load_dict={"model": network}, map_location=device),
-        *(writer if isinstance(writer, (list, tuple)) else [writer]),
+        *writers,
     ]

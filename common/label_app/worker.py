@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigParser
+from monai.handlers import CheckpointLoader
 
 from common.bundle_runner import run_bundle
 
@@ -86,13 +87,11 @@ def _load_networks(bundle_root: str, configs: Sequence[str]) -> dict[str, Any]:
     overrides = {key: parser.get_parsed_content(key) for key in ids}
     loaded = [id(value) for value in overrides.values()]
     engine = Engine(lambda engine, batch: None)  # CheckpointLoader keeps an engine's max_epochs; there is none here
-    for index, handler in enumerate(parser.get("handlers", [])):
-        if not (isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader"):
-            continue
-        loader = parser.get_parsed_content(f"handlers#{index}")
-        if all(id(value) in loaded for value in loader.load_dict.values()):  # else it loads on every request
-            loader(engine)
-            overrides[f"handlers#{index}#_disabled_"] = True
+    network = parser.get_parsed_content("handlers#network")  # handlers: common.engines.inference_handlers
+    if id(network) in loaded:  # else it loads on every request
+        weights, device = (parser.get_parsed_content(f"handlers#{name}") for name in ("weights", "device"))
+        CheckpointLoader(load_path=str(weights), load_dict={"model": network}, map_location=device)(engine)
+        overrides["handlers#load_weights"] = False
     return overrides
 
 
@@ -100,9 +99,10 @@ def loaded_networks(bundle_root: str | Path, configs: Sequence[str]) -> dict[str
     """The bundle's networks with their weights, as config overrides; loaded on the first call, then kept.
 
     Every top-level config id defined as ``"$@<id>_def.to(@device)"`` (``network``; Medical Diffusion's ``codec``,
-    which loads the VQ-GAN weights) is instantiated, each ``CheckpointLoader`` of ``handlers`` whose objects are
-    all among them loads its weights into them, and the overrides map those ids to the loaded objects and disable
-    those loaders. Cached per bundle folder and config files: weights written later are read after a restart.
+    which loads the VQ-GAN weights) is instantiated, the weights of the ``handlers``
+    (:func:`common.engines.inference_handlers`) are loaded into its network when that is among them, and the
+    overrides map those ids to the loaded objects and leave the loading handlers out (``load_weights: false``).
+    Cached per bundle folder and config files: weights written later are read after a restart.
 
     Raises:
         Exception: whatever instantiating or loading raises (e.g. ``FileNotFoundError`` for missing weights); nothing

@@ -147,7 +147,7 @@ def test_evaluate_config_generates_first_then_evaluates(pipeline, tiny_cohort, t
         BUNDLE, None, ["evaluate.json"], bundle_root=pipeline["root"], dataset_dir=tiny_cohort,
         synthetic=tmp_path / "generated", output_dir=tmp_path / "metrics", generate_first=True,
         inference_configs=f"['inference.json','{TINY}']", inference_overrides="{'num_volumes': 2, 'seed': 0}",
-        spatial_size="[32,32,16]", kernel_size=7, num_pairs=1,
+        spatial_size="[32,32,16]", kernel_size=7, **{"evaluation#num_pairs": 1},
     )  # fmt: skip
     check(result)
     metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text())

@@ -19,7 +19,7 @@ def test_evaluate_config_writes_metrics_and_figure(bundle, tiny_cohort, tmp_path
     tiny = json.loads((REPO / "bundles" / bundle / "configs" / "tiny_cpu.json").read_text())
     result = run_bundle(
         bundle, None, ["evaluate.json"], bundle_root=tmp_path, dataset_dir=tiny_cohort,
-        spatial_size=json.dumps(tiny["spatial_size"]), kernel_size=7, num_pairs=3, c2st_epochs=2,
+        spatial_size=json.dumps(tiny["spatial_size"]), kernel_size=7, c2st_epochs=2, **{"evaluation#num_pairs": 3},
     )  # fmt: skip
     check(result)
     metrics = json.loads((tmp_path / "eval" / "metrics" / "metrics.json").read_text())
