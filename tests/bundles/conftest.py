@@ -3,19 +3,12 @@ new process or, much faster, in this one."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 import subprocess
-import sys
-import traceback
 from pathlib import Path
 
 import pytest
-from fire.parser import DefaultParseValue
 from monai.bundle import ConfigParser
-from monai.bundle import run as monai_bundle_run
+from support import monai_bundle
 
 from common.data import build_demo_cohort
 
@@ -31,56 +24,13 @@ def tiny_cohort(tmp_path_factory) -> Path:
 def run_bundle(
     bundle: str, run_id: str | None, configs: list[str], new_process: bool = False, **overrides
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run [run_id] --config_file [...] --key value ...`` from the bundle folder.
-
-    ``new_process=True`` runs that very command; by default the same entry point (``monai.bundle.run``, with the
-    overrides parsed as ``fire`` parses them) runs in this process, which saves the ~6 s of importing torch, MONAI
-    and Ignite per run. Either way the result holds the exit status and what was printed to stdout (logging
-    included) and stderr (progress bars, the traceback of a failure).
-    """
-    folder = REPO / "bundles" / bundle
+    """``python -m monai.bundle run [run_id] --config_file [...] --key value ...`` from the bundle folder, in this
+    process unless ``new_process`` (:func:`support.monai_bundle`)."""
     files = "[" + ",".join(f"'configs/{name}'" for name in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", *([run_id] if run_id else []), "--config_file", files]
+    argv = ["run", *([run_id] if run_id else []), "--config_file", files]
     for key, value in overrides.items():
-        command += [f"--{key}", str(value)]
-    if new_process:
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env, timeout=600)
-    arguments = {key: DefaultParseValue(str(value)) for key, value in overrides.items()}
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with (
-        contextlib.chdir(folder),
-        _logging_to(stdout),
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-    ):
-        try:
-            monai_bundle_run(
-                run_id, config_file=[f"configs/{name}" for name in configs], logging_file=False, **arguments
-            )
-            returncode = 0
-        except SystemExit as error:  # fire-style exits
-            returncode = error.code if isinstance(error.code, int) else 1
-        except Exception:
-            traceback.print_exc()
-            returncode = 1
-    return subprocess.CompletedProcess(command, returncode, stdout.getvalue(), stderr.getvalue())
-
-
-@contextlib.contextmanager
-def _logging_to(stream: io.StringIO):
-    """Send INFO logging to ``stream`` for the duration, as the bundle's ``logging.conf`` does to stdout."""
-    root = logging.getLogger()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+        argv += [f"--{key}", str(value)]
+    return monai_bundle(argv, REPO / "bundles" / bundle, new_process=new_process)
 
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
