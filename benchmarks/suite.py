@@ -31,6 +31,7 @@ VGG weights are downloaded at run time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -330,8 +331,10 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         return (measure_train if phase == "train" else measure_sample)(stage, args, work_dir, device)
 
 
-def run_child(argv: Sequence[str], stage: str, phase: str) -> dict[str, object]:
-    """Run one measurement in a fresh process; its result, or ``{"error": ...}``."""
+def run_child(argv: Sequence[str], stage: str, phase: str, in_process: bool = False) -> dict[str, object]:
+    """Run one measurement in a fresh process (``in_process``: in this one); its result, or ``{"error": ...}``."""
+    if in_process:
+        return measure_here([*argv, "--measure", f"{stage}:{phase}"])
     env = os.environ | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     command = [sys.executable, str(Path(__file__).resolve()), *argv, "--measure", f"{stage}:{phase}"]
     process = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -341,6 +344,22 @@ def run_child(argv: Sequence[str], stage: str, phase: str) -> dict[str, object]:
         last = process.stderr.strip().splitlines()[-1:] or ["no error output"]
         return {"error": f"failed (exit {process.returncode}): {last[0]}"}
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def measure_here(argv: Sequence[str]) -> dict[str, object]:
+    """:func:`run_child`'s measurement in this process, for tests (no interpreter to start, but the memory peaks
+    then include the earlier measurements): the result as its JSON line would give it, or ``{"error": ...}``.
+
+    Torch's thread count and random state are restored afterwards; what the measurement prints goes to stderr.
+    """
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(), contextlib.redirect_stdout(sys.stderr):
+            return json.loads(json.dumps(measure(parse_args(argv))))
+    except Exception as error:
+        return {"error": f"failed (in process): {type(error).__name__}: {error}"}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def seconds_text(seconds: float) -> str:
@@ -422,7 +441,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, in_process: bool = False) -> None:
+    """Measure and print the report for ``argv`` (default ``sys.argv[1:]``); ``in_process``: every measurement in
+    this process instead of a fresh one each (:func:`measure_here`; for tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.measure:
@@ -433,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in args.stages:
         row: dict[str, object] = {}
         for phase in args.phases:
-            outcome = run_child(child_argv, name, phase)
+            outcome = run_child(child_argv, name, phase, in_process)
             row |= outcome
             if "error" in outcome:
                 row["error"] = f"{phase}: {outcome['error']}"

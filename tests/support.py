@@ -149,7 +149,7 @@ def wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: flo
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"monailabel server did not start:\n{log.read_text()[-6000:]}")
-            time.sleep(1)
+            time.sleep(0.25)
 
 
 #: What ``python -m monai.bundle`` exposes to ``fire`` (its ``__main__`` calls ``fire.Fire()`` on these names).

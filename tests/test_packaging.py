@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from support import untrained_bundle
+from support import monai_bundle, untrained_bundle
 
+from common import cli
 from common.data import build_demo_cohort, load_datalist
 from common.packaging import fetch_bundle, package_bundle, sha256_of
 
@@ -68,15 +69,11 @@ def installed(distribution: str) -> bool:
     return True
 
 
-def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
-    """A virtual environment that sees only the distributions ``metadata.json`` lists, and their dependencies.
+def listed_distributions(bundle_folder: Path) -> dict[str, metadata.Distribution]:
+    """The distributions of this environment that ``metadata.json`` lists, and their dependencies, by name.
 
     A listed package this environment lacks is left out: Medical Diffusion lists lpips and torchvision for its
     VQ-GAN training's perceptual loss, and its inference must run without them.
-
-    Nothing is downloaded: the distributions of this environment are linked into a folder that the new
-    environment's ``site-packages`` points to. This repository's own package is not listed, so ``common`` must
-    come from the archive.
     """
     meta = json.loads((bundle_folder / "configs" / "metadata.json").read_text())
     listed = ["monai", "torch", "numpy", *meta.get("required_packages_version", {})]
@@ -91,6 +88,18 @@ def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
         for requirement in map(Requirement, closure[name].requires or []):
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 wanted.append(requirement.name)
+    return closure
+
+
+def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
+    """A virtual environment that sees only the distributions ``metadata.json`` lists, and their dependencies
+    (:func:`listed_distributions`); its interpreter.
+
+    Nothing is downloaded: the distributions of this environment are linked into a folder that the new
+    environment's ``site-packages`` points to. This repository's own package is not listed, so ``common`` must
+    come from the archive.
+    """
+    closure = listed_distributions(bundle_folder)
     linked = tmp_path / "linked_site_packages"
     linked.mkdir()
     for distribution in closure.values():
@@ -109,13 +118,51 @@ def only_listed_packages_env(tmp_path: Path, bundle_folder: Path) -> Path:
     return python
 
 
-def run_inference(python: Path, folder: Path, output_dir: Path, **overrides) -> subprocess.CompletedProcess:
+def inference_argv(output_dir: Path, **overrides) -> list[str]:
+    """The arguments of ``python -m monai.bundle`` for the tiny inference of an unpacked bundle, from its folder."""
     files = "['configs/inference.json','configs/tiny_cpu.json']"
-    command = [str(python), "-m", "monai.bundle", "run", "--config_file", files, "--output_dir", str(output_dir)]
+    argv = ["run", "--config_file", files, "--output_dir", str(output_dir)]
     for key, value in {**TINY_INFERENCE, **overrides}.items():
-        command += [f"--{key}", str(value)]
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without its package paths, warnings off."""
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run(command, cwd=folder, capture_output=True, text=True, env={**env, "PYTHONWARNINGS": "ignore"})
+    return {**env, "PYTHONWARNINGS": "ignore"}
+
+
+def run_inference(python: Path, folder: Path, output_dir: Path, **overrides) -> subprocess.CompletedProcess:
+    command = [str(python), "-m", "monai.bundle", *inference_argv(output_dir, **overrides)]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=clean_env())
+
+
+#: Runs the inference of several unpacked bundles in sequence in one interpreter of a clean environment, each as
+#: ``python -m monai.bundle run`` does from the bundle folder (fire parses the same arguments; the folder, the
+#: working directory, comes first on ``sys.path``); ``common`` is forgotten before each, so that each bundle
+#: imports its own copy. Argument: JSON ``[[folder, argv], ...]``; prints JSON ``{folder: {"error": traceback or
+#: null, "common": the file common was imported from}}`` as its last line.
+SEQUENTIAL_RUNNER = """
+import importlib, json, os, sys, traceback
+import fire
+from monai.bundle.scripts import run
+
+results = {}
+for folder, argv in json.loads(sys.argv[1]):
+    for name in [name for name in sys.modules if name == "common" or name.startswith("common.")]:
+        del sys.modules[name]
+    os.chdir(folder)
+    importlib.invalidate_caches()
+    try:
+        fire.Fire({"run": run}, command=argv, name="monai.bundle")
+        error = None
+    except BaseException:
+        error = traceback.format_exc()[-4000:]
+    common = sys.modules.get("common")
+    results[folder] = {"error": error, "common": common and common.__file__}
+print(json.dumps(results))
+"""
 
 
 def test_archive_holds_configs_docs_weights_and_common_but_no_checkpoints(published):
@@ -136,8 +183,8 @@ def test_package_refuses_to_overwrite_a_published_archive(tiny_bundle, published
 
 def test_monai_bundle_download_then_run_with_only_the_listed_packages(published, tmp_path):
     download_dir = tmp_path / "downloaded"
-    command = [sys.executable, "-m", "monai.bundle", "download", "--name", BUNDLE, "--url", published["url"]]
-    result = subprocess.run([*command, "--bundle_dir", str(download_dir)], capture_output=True, text=True)
+    argv = ["download", "--name", BUNDLE, "--url", published["url"], "--bundle_dir", str(download_dir)]
+    result = monai_bundle(argv, tmp_path)  # in this process, fire parsing as on the command line
     assert result.returncode == 0, result.stderr[-3000:]
     folder = download_dir / BUNDLE
     assert (folder / "common" / "__init__.py").is_file()
@@ -155,29 +202,67 @@ def test_monai_bundle_download_then_run_with_only_the_listed_packages(published,
     assert (output_dir / "cdpm_sample00_t1.nii.gz").is_file() and (output_dir / "preview.png").is_file()
 
 
+@pytest.fixture(scope="module")
+def other_archives_run(tmp_path_factory) -> dict[str, dict]:
+    """Each of :data:`OTHER_BUNDLES` packaged, unpacked and its inference run with only the listed packages.
+
+    Bundles that list the same packages run in sequence in one interpreter of one such environment
+    (:data:`SEQUENTIAL_RUNNER`; ``python -m monai.bundle run`` itself is run by the download test): per bundle, its
+    folder, output folder, and ``error`` (a traceback or None) and ``common`` (where it was imported from).
+    """
+    tmp_path = tmp_path_factory.mktemp("archives")
+    jobs: dict[str, tuple[Path, list[str]]] = {}
+    groups: dict[frozenset, list[str]] = {}
+    for bundle in OTHER_BUNDLES:
+        packaged = package_bundle(untrained_bundle(bundle, tmp_path / "source", whole=True), tmp_path / "dist")
+        with zipfile.ZipFile(packaged.archive) as archive:
+            archive.extractall(tmp_path / "unpacked")
+        folder = tmp_path / "unpacked" / bundle
+        overrides = {}
+        if bundle == "med_ddpm_brain_mri":  # generates from a mask
+            cohort = build_demo_cohort(tmp_path / "cohort", num_subjects=1, size=32, seed=0, tumour_fraction=1)
+            overrides["masks"] = load_datalist(cohort / "datalist.json")[0]["label"]
+        jobs[bundle] = (folder, inference_argv(tmp_path / "generated" / bundle, **overrides))
+        groups.setdefault(frozenset(listed_distributions(folder)), []).append(bundle)
+    runs = {}
+    for index, bundles in enumerate(groups.values()):
+        env_dir = tmp_path / f"env{index}"
+        env_dir.mkdir()
+        python = only_listed_packages_env(env_dir, jobs[bundles[0]][0])
+        argument = json.dumps([[str(jobs[bundle][0]), jobs[bundle][1]] for bundle in bundles])
+        result = subprocess.run(
+            [str(python), "-c", SEQUENTIAL_RUNNER, argument], cwd=env_dir, capture_output=True, text=True,
+            env=clean_env(), timeout=900,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-4000:]
+        results = json.loads(result.stdout.strip().splitlines()[-1])
+        for bundle in bundles:
+            runs[bundle] = {**results[str(jobs[bundle][0])], "folder": jobs[bundle][0]}
+            runs[bundle]["output_dir"] = tmp_path / "generated" / bundle
+    return runs
+
+
 @pytest.mark.parametrize("bundle", OTHER_BUNDLES)
-def test_every_bundle_archive_runs_with_only_the_listed_packages(bundle, tmp_path):
-    packaged = package_bundle(untrained_bundle(bundle, tmp_path / "source", whole=True), tmp_path / "dist")
-    with zipfile.ZipFile(packaged.archive) as archive:
-        archive.extractall(tmp_path / "unpacked")
-    folder = tmp_path / "unpacked" / bundle
-    overrides = {}
-    if bundle == "med_ddpm_brain_mri":  # generates from a mask
-        cohort = build_demo_cohort(tmp_path / "cohort", num_subjects=1, size=32, seed=0, tumour_fraction=1)
-        overrides["masks"] = load_datalist(cohort / "datalist.json")[0]["label"]
-    result = run_inference(only_listed_packages_env(tmp_path, folder), folder, tmp_path / "generated", **overrides)
-    assert result.returncode == 0, result.stderr[-4000:]
-    (record,) = json.loads((tmp_path / "generated" / "outputs.json").read_text())
+def test_every_bundle_archive_runs_with_only_the_listed_packages(bundle, other_archives_run):
+    run = other_archives_run[bundle]
+    assert run["error"] is None, run["error"]
+    assert Path(run["common"]).resolve().is_relative_to(run["folder"].resolve()), f"common from {run['common']}"
+    (record,) = json.loads((run["output_dir"] / "outputs.json").read_text())
     assert Path(record["preview"]).is_file()
 
 
-def test_cli_fetch_checks_sha256_unpacks_and_runs(published, tmp_path):
+def test_cli_fetch_checks_sha256_unpacks_and_runs(published, tmp_path, monkeypatch, capfd):
+    """``brainsynth fetch`` in this process (``cli.main``: fire's parsing, the digest kept a string, user errors as
+    exit status 1); its ``--run`` is the new process ``python -m monai.bundle run`` in the unpacked folder."""
     target = tmp_path / "bundles"
-    command = [sys.executable, "-m", "common.cli", "fetch", published["url"], "--sha256", published["sha256"]]
-    command += ["--bundle_dir", str(target), "--run", "[inference.json,tiny_cpu.json]"]
-    command += ["--output_dir", str(tmp_path / "out")] + [f"--{k}={v}" for k, v in TINY_INFERENCE.items()]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert result.returncode == 0, result.stderr[-4000:]
+    argv = ["fetch", published["url"], "--sha256", published["sha256"]]
+    argv += ["--bundle_dir", str(target), "--run", "[inference.json,tiny_cpu.json]"]
+    argv += ["--output_dir", str(tmp_path / "out")] + [f"--{k}={v}" for k, v in TINY_INFERENCE.items()]
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")  # of the bundle run
+    try:
+        cli.main(argv)
+    except SystemExit as error:
+        pytest.fail(f"brainsynth fetch exited with {error.code}:\n{capfd.readouterr().err[-4000:]}")
     assert (target / BUNDLE / "models" / "model.pt").is_file()
     assert (tmp_path / "out" / "cdpm_sample00_t1.nii.gz").is_file()
 

@@ -23,8 +23,13 @@ server that serves the archives ``brainsynth package`` wrote (``/x/...`` from it
 Each README runs in a copy of the repository's layout (``bundles/<name>`` with its configs and docs, ``common``
 linked); each block starts in the folder the README says: the repository root for ``README.md``, the bundle
 folder for a bundle's README. ``python -m monai.bundle`` and ``brainsynth`` run in this process, as their entry
-points would (``runpy`` and :func:`common.cli.main`); ``cd`` changes the folder of the block's next commands;
-``source`` is skipped (the suite runs inside the environment already).
+points would: :func:`support.monai_bundle` (fire parses the command line as ``python -m monai.bundle`` does) and
+:func:`common.cli.main` (same parsing, user errors exit with code 1), which saves importing torch, MONAI and Ignite
+for each command; the ``python -m monai.bundle run`` that ``brainsynth fetch --run`` starts runs through
+:func:`support.monai_bundle` too (``tests/test_packaging.py`` runs that nested process for real). One command, the
+first ``brainsynth`` command of ``README.md``, runs as the installed console script in a new process: no other test
+starts ``brainsynth`` itself. ``cd`` changes the folder of the block's next commands; ``source`` is skipped (the
+suite runs inside the environment already).
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ import contextlib
 import http.server
 import os
 import re
-import runpy
 import shlex
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -43,8 +48,10 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from support import monai_bundle
 
 from common import cli
 from common.data import build_demo_cohort
@@ -59,6 +66,8 @@ CONFIG_FLAGS = {"monai": "--config_file", "train": "--configs", "generate": "--c
 DEFAULT_CONFIGS = {"train": "train.json", "generate": "inference.json", "export": "inference.json"}
 FID_WEIGHTS = "/weights/resnet_10_23dataset.pth"
 ROOT_OPTION = "@root"
+#: The README whose first ``brainsynth`` command runs as the installed console script, in a new process.
+CONSOLE_SCRIPT_README = "README.md"
 #: Subjects of the ``/data`` folder (of the 8 of the demo cohort): 2 for training and 1 for validation.
 DATA_SUBJECTS = 3
 
@@ -210,12 +219,14 @@ def substitute(line: str, root: Path, cohort: Path, base_url: str) -> str:
 
 
 @contextlib.contextmanager
-def _process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
-    """Run in folder ``cwd`` with ``sys.argv`` = ``argv``, as a new process started there would."""
+def _process_state(cwd: Path, argv: list[str], path_first: str | None = None) -> Iterator[None]:
+    """Run in folder ``cwd`` with ``sys.argv`` = ``argv`` (and ``path_first`` first on ``sys.path``), as a new
+    process started there would."""
     old_cwd, old_argv, old_path = Path.cwd(), sys.argv, list(sys.path)
     os.chdir(cwd)
     sys.argv = argv
-    sys.path.insert(0, str(cwd))  # ``python -m`` puts the current folder first
+    if path_first is not None:
+        sys.path.insert(0, path_first)
     try:
         yield
     finally:
@@ -223,25 +234,69 @@ def _process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
         sys.argv, sys.path[:] = old_argv, old_path
 
 
-def execute(words: list[str], cwd: Path) -> Path:
-    """Run one command in this process from folder ``cwd``; returns the folder of the next command.
+def _run_in_process(command, cwd=None, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for :mod:`common.cli`: its ``python -m monai.bundle ...`` (``brainsynth fetch --run``) runs
+    in this process through :func:`support.monai_bundle`, printing what it printed; anything else really runs."""
+    command = [str(word) for word in command]
+    if command[:3] != [sys.executable, "-m", "monai.bundle"]:
+        return subprocess.run(command, cwd=cwd, **kwargs)
+    result = monai_bundle(command[3:], Path(cwd or "."))
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result
+
+
+@contextlib.contextmanager
+def _cli_subprocesses_in_process() -> Iterator[None]:
+    """:mod:`common.cli` sees :func:`_run_in_process` as its ``subprocess.run`` for the duration."""
+    original = cli.subprocess
+    cli.subprocess = SimpleNamespace(run=_run_in_process)
+    try:
+        yield
+    finally:
+        cli.subprocess = original
+
+
+def _console_script() -> Path:
+    """The ``brainsynth`` console script installed beside this interpreter (``[project.scripts]``)."""
+    script = Path(sys.executable).with_name("brainsynth")
+    assert script.is_file(), f"{script}: the brainsynth console script is not installed (pip install -e .)"
+    return script
+
+
+def execute(words: list[str], cwd: Path, new_process: bool = False) -> Path:
+    """Run one command from folder ``cwd``, in this process unless ``new_process`` (a ``brainsynth`` command then
+    runs as the installed console script); returns the folder of the next command.
 
     Raises:
-        AssertionError: the command failed (a non-zero exit or an exception, with its traceback).
+        AssertionError: the command failed (a non-zero exit or an exception, with its traceback or output).
     """
     if words[0] == "cd":
         return (cwd / words[1]).resolve()
     if words[0] == "source":
         return cwd  # the environment is active already
+    if new_process:
+        assert words[0] == "brainsynth", f"only brainsynth runs as a new process here: {shlex.join(words)}"
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        result = subprocess.run(
+            [str(_console_script()), *words[1:]], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+        )
+    elif words[:3] == ["python", "-m", "monai.bundle"]:
+        result = monai_bundle(words[3:], cwd)
+    else:
+        result = None
+    if result is not None:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.returncode != 0:
+            raise AssertionError(f"exit code {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        return cwd
     try:
-        if words[:3] == ["python", "-m", "monai.bundle"]:
-            with _process_state(cwd, ["monai.bundle", *words[3:]]):
-                runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
-        elif words[:2] == ["python", "-c"]:
-            with _process_state(cwd, ["-c"]):
+        if words[:2] == ["python", "-c"]:
+            with _process_state(cwd, ["-c"], path_first=""):  # ``python -c`` puts the current folder first
                 exec(compile(words[2], "<readme>", "exec"), {"__name__": "__main__"})
         elif words[0] == "brainsynth":
-            with _process_state(cwd, ["brainsynth", *words[1:]]):
+            with _process_state(cwd, ["brainsynth", *words[1:]]), _cli_subprocesses_in_process():
                 cli.main(words[1:])
         else:
             raise AssertionError(f"a marked block holds a command this test cannot run: {shlex.join(words)}")
@@ -319,15 +374,18 @@ def test_cpu_command_adds_configs_and_overrides():
 @pytest.mark.parametrize("readme", list(READMES))
 def test_readme_commands_run_on_a_cpu(readme, cohorts, tmp_path):
     _layout(tmp_path, cohorts)
+    console_script_pending = readme == CONSOLE_SCRIPT_README
     with archive_server(tmp_path) as base_url:
         for block in marked_blocks(readme):
             cwd = tmp_path / ("." if ROOT_OPTION in block.options else READMES[readme])
             for command in block.commands:
                 line = substitute(command, tmp_path, cohorts["0.5"], base_url)
                 words = cpu_command(shlex.split(line, comments=True), block.options)
+                new_process = console_script_pending and words[0] == "brainsynth"
+                console_script_pending &= not new_process
                 start = time.perf_counter()
                 try:
-                    cwd = execute(words, cwd)
+                    cwd = execute(words, cwd, new_process=new_process)
                 except AssertionError as error:
                     pytest.fail(f"{readme}:{block.line}: {command}\nran as: {shlex.join(words)}\n{error}")
                 print(f"{time.perf_counter() - start:6.1f} s  {readme}:{block.line}: {command}", file=sys.__stdout__)

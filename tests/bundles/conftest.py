@@ -1,12 +1,15 @@
-"""Fixtures for bundle smoke tests: a tiny demo cohort and a helper that runs ``python -m monai.bundle run``, in a
-new process or, much faster, in this one."""
+"""Fixtures for bundle smoke tests: a tiny demo cohort, the bundles trained on it once per session, and a helper
+that runs ``python -m monai.bundle run``, in a new process or, much faster, in this one."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from monai.bundle import ConfigParser
 from support import monai_bundle
 
@@ -49,14 +52,126 @@ def bundle_config(bundle: str, *names: str) -> ConfigParser:
     return parser
 
 
-def train_then_resume(bundle: str, configs: list[str], root: Path, dataset_dir: Path) -> dict:
-    """Train 4 iterations with ``python -m monai.bundle run training`` (a new process: the command users type), then
-    run again to 6 in this process (resuming): the bundle root, both runs and the first checkpoints."""
-    first = check(
-        run_bundle(
-            bundle, "training", configs, new_process=True, bundle_root=root, dataset_dir=dataset_dir, max_iterations=4
-        )
+def on_meta(parser: ConfigParser, id: str):
+    """``parser``'s network ``id`` built on the meta device: shapes and parameter counts without allocating or
+    initialising the weights of a paper-size network. Parsed from a copy of ``parser`` whose ``device`` is the meta
+    device too (the configs' ``.to(@device)``), so nothing built on it is cached in ``parser``. Never for what
+    tensors' values are checked of (noise schedulers, ...)."""
+    meta = ConfigParser(copy.deepcopy(parser.get()))
+    meta["device"] = "$torch.device('meta')"
+    with torch.device("meta"):
+        return meta.get_parsed_content(id)
+
+
+# Every training stage of every bundle, trained once per session on the tiny cohort (in this process: the real
+# `python -m monai.bundle run training` processes are tests/bundles/test_multi_gpu_train.py's torchrun runs). The
+# table of tests/bundles/test_bundle_training.py checks what each stage writes; the bundles' own test files run
+# their inference on these bundle roots.
+
+
+@dataclass(frozen=True)
+class Training:
+    """A training stage run to 4 iterations, then again to 6 (resuming from ``checkpoint_4.pt``).
+
+    Attributes:
+        first / second: the two runs.
+        checkpoints_after_first: the ``checkpoint_*.pt`` names in the stage's checkpoint folder after the first run.
+    """
+
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess
+    checkpoints_after_first: list[str]
+
+
+def train_then_resume(
+    bundle: str,
+    configs: list[str],
+    root: Path,
+    ckpt_dir: str = "models",
+    limit: tuple[str, int, int] = ("max_iterations", 4, 6),
+    **overrides,
+) -> Training:
+    """``python -m monai.bundle run training`` of ``configs`` in this process into bundle root ``root``: to 4
+    iterations, then again to 6, resuming (``limit``: the override and its two values, e.g. ``max_epochs`` for a
+    trainer that counts epochs)."""
+    key, first, second = limit
+
+    def train(value: int) -> subprocess.CompletedProcess:
+        return check(run_bundle(bundle, "training", configs, bundle_root=root, **overrides, **{key: value}))
+
+    first_run = train(first)
+    checkpoints = sorted(p.name for p in (root / ckpt_dir).glob("checkpoint_*.pt"))
+    return Training(first_run, train(second), checkpoints)
+
+
+@dataclass(frozen=True)
+class TrainedBundle:
+    """A bundle root whose every training stage ran (:func:`train_then_resume`).
+
+    Attributes:
+        root: the bundle root (``models/``, ``eval/``, ...).
+        stages: each stage's runs, by its training config file.
+        extra: what the bundle's own tests need besides (e.g. weights between stages, the field export's run).
+    """
+
+    root: Path
+    stages: dict[str, Training]
+    extra: dict
+
+
+@pytest.fixture(scope="session")
+def cdpm_trained(tmp_path_factory, tiny_cohort) -> TrainedBundle:
+    root = tmp_path_factory.mktemp("cdpm")
+    training = train_then_resume("cdpm_brain_mri", ["train.json", "tiny_cpu.json"], root, dataset_dir=tiny_cohort)
+    return TrainedBundle(root, {"train.json": training}, {})
+
+
+@pytest.fixture(scope="session")
+def med_ddpm_trained(tmp_path_factory, tiny_cohort) -> TrainedBundle:
+    """Trained on 16³ crops (5 times faster than the cohort's 32³; the U-Net is fully convolutional, so inference
+    runs on the 32³ masks with these weights)."""
+    root = tmp_path_factory.mktemp("med_ddpm")
+    training = train_then_resume(
+        "med_ddpm_brain_mri", ["train.json", "tiny_cpu.json"], root, dataset_dir=tiny_cohort, spatial_size="[16,16,16]"
     )
-    checkpoints_after_first = sorted(p.name for p in (root / "models").glob("checkpoint_*.pt"))
-    second = check(run_bundle(bundle, "training", configs, bundle_root=root, dataset_dir=dataset_dir, max_iterations=6))
-    return {"root": root, "first": first, "second": second, "checkpoints_after_first": checkpoints_after_first}
+    return TrainedBundle(root, {"train.json": training}, {})
+
+
+@pytest.fixture(scope="session")
+def medical_diffusion_trained(tmp_path_factory, tiny_cohort) -> TrainedBundle:
+    """Stage 1 (VQ-GAN; the adversarial losses start after iteration 2, so both the plain and the adversarial
+    iteration run), then stage 2 (latent DDPM). ``extra["autoencoder_weights"]``: the VQ-GAN after stage 1."""
+    bundle, root = "medical_diffusion_brain_mri", tmp_path_factory.mktemp("medical_diffusion")
+    autoencoder = train_then_resume(
+        bundle, ["train_autoencoder.json", "tiny_cpu.json"], root, "models/autoencoder_checkpoints",
+        dataset_dir=tiny_cohort,
+    )  # fmt: skip
+    weights = torch.load(root / "models" / "model_autoencoder.pt", weights_only=True)
+    diffusion = train_then_resume(
+        bundle, ["train_diffusion.json", "tiny_cpu.json"], root, "models/diffusion_checkpoints", dataset_dir=tiny_cohort
+    )
+    stages = {"train_autoencoder.json": autoencoder, "train_diffusion.json": diffusion}
+    return TrainedBundle(root, stages, {"autoencoder_weights": weights})
+
+
+@pytest.fixture(scope="session")
+def diffusemorph_trained(tmp_path_factory, tiny_cohort) -> TrainedBundle:
+    """Stage 1 (registration, counted in epochs: 3 training subjects in batches of 2 make 2 iterations an epoch),
+    the field export, then stage 2 (the field DDPM on the exported fields). ``extra["export"]``: the export's run,
+    the real ``python -m monai.bundle run`` command in a new process."""
+    bundle, root = "diffusemorph_brain_mri", tmp_path_factory.mktemp("diffusemorph")
+    registration = train_then_resume(
+        bundle, ["train_registration.json", "tiny_cpu.json"], root, "models/registration_checkpoints",
+        limit=("max_epochs", 2, 3), dataset_dir=tiny_cohort,
+    )  # fmt: skip
+    export = check(
+        run_bundle(
+            bundle, None, ["train_registration.json", "export_fields.json", "tiny_cpu.json"], new_process=True,
+            bundle_root=root, dataset_dir=tiny_cohort, trajectory_steps=3,
+        )
+    )  # fmt: skip
+    diffusion = train_then_resume(
+        bundle, ["train_diffusion.json", "tiny_cpu.json"], root, "models/diffusion_checkpoints"
+    )
+    stages = {"train_registration.json": registration, "train_diffusion.json": diffusion}
+    return TrainedBundle(root, stages, {"export": export})

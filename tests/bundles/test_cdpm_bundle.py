@@ -1,53 +1,33 @@
-"""Smoke tests of the cDPM bundle through ``python -m monai.bundle run`` on a tiny demo cohort (32x32x16 volumes)."""
+"""Smoke tests of the cDPM bundle's inference through ``python -m monai.bundle run`` on a tiny demo cohort (32x32x16
+volumes), with the weights trained by ``conftest.py`` (training itself: test_bundle_training.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from conftest import check, run_bundle, train_then_resume
+from conftest import check, run_bundle
 
 from common.data import centred_affine
 
 BUNDLE = "cdpm_brain_mri"
-TINY = ["train.json", "tiny_cpu.json"]
+TINY = ["inference.json", "tiny_cpu.json"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_cohort) -> dict:
-    """Train 4 iterations, then resume to 6: returns the bundle root and both runs' outputs."""
-    return train_then_resume(BUNDLE, TINY, tmp_path_factory.mktemp("cdpm"), tiny_cohort)
-
-
-def test_training_writes_checkpoints_weights_logs_and_previews(trained):
-    root = trained["root"]
-    assert trained["checkpoints_after_first"] == ["checkpoint_2.pt", "checkpoint_4.pt"]
-    assert list((root / "eval").glob("events.out.tfevents.*")), "no TensorBoard log"
-    previews = sorted(p.name for p in (root / "eval" / "previews").glob("*.png"))
-    assert previews[:2] == ["iteration_0000002.png", "iteration_0000004.png"]
-    weights = torch.load(root / "models" / "model.pt", weights_only=True)
-    assert any("slice_attention.relative_keys" in name for name in weights)  # the EMA slice-attention U-Net
-
-
-def test_second_run_resumes_iteration_count(trained):
-    root = trained["root"]
-    log = trained["second"].stdout + trained["second"].stderr
-    assert "checkpoint_4.pt at iteration 4" in log
-    assert sorted(p.name for p in (root / "models").glob("checkpoint_*.pt")) == ["checkpoint_4.pt", "checkpoint_6.pt"]
-    state = torch.load(root / "models" / "checkpoint_6.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 6
-    assert set(state) == {"network", "ema", "optimizer", "trainer"}
-    assert state["optimizer"]["state"], "the AdamW moments are checkpointed"
+def trained(cdpm_trained) -> Path:
+    """The bundle root trained 4 iterations, then resumed to 6 (``conftest.py``; checked by test_bundle_training)."""
+    return cdpm_trained.root
 
 
 def test_staged_inference_writes_full_volumes_with_affine_and_previews(trained, tmp_path):
     out = tmp_path / "generated"
     result = run_bundle(
-        BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=trained["root"], output_dir=out,
-        num_volumes=3, batch_size=2, seed=0,
+        BUNDLE, None, TINY, new_process=True, bundle_root=trained, output_dir=out, num_volumes=3, batch_size=2,
+        seed=0,
     )  # fmt: skip
     check(result)
     assert "stages" in result.stderr  # the progress bar over stages
@@ -71,31 +51,22 @@ def test_inference_with_spread_conditions_runs(trained, tmp_path):
     out = tmp_path / "spread"
     check(
         run_bundle(
-            BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=trained["root"], output_dir=out,
-            num_volumes=1, stage_size=3, condition_size=4, condition_mode="spread",
+            BUNDLE, None, TINY, bundle_root=trained, output_dir=out, num_volumes=1, stage_size=3, condition_size=4,
+            condition_mode="spread",
         )
     )  # fmt: skip
     assert nib.load(out / "cdpm_sample00_t1.nii.gz").shape == (32, 32, 16)
 
 
 def test_inference_refuses_stages_larger_than_training_sets(trained, tmp_path):
-    result = run_bundle(
-        BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=trained["root"], output_dir=tmp_path,
-        stage_size=6, condition_size=6,
-    )  # fmt: skip
+    result = run_bundle(BUNDLE, None, TINY, bundle_root=trained, output_dir=tmp_path, stage_size=6, condition_size=6)
     assert result.returncode != 0
     assert "exceeds the 8 slices the model was trained on" in result.stderr
 
 
-def test_inference_without_weights_names_the_missing_file(tmp_path):
-    result = run_bundle(BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=tmp_path)
-    assert result.returncode != 0
-    assert f"{tmp_path}/models/model.pt" in result.stderr
-
-
 def test_evaluate_config_generates_first_then_evaluates(trained, tiny_cohort, tmp_path):
     result = run_bundle(
-        BUNDLE, None, ["evaluate.json"], bundle_root=trained["root"], dataset_dir=tiny_cohort,
+        BUNDLE, None, ["evaluate.json"], bundle_root=trained, dataset_dir=tiny_cohort,
         synthetic=tmp_path / "generated", output_dir=tmp_path / "metrics", generate_first=True,
         inference_configs="['inference.json','tiny_cpu.json']", inference_overrides="{'num_volumes': 2, 'seed': 0}",
         spatial_size="[32,32,16]", kernel_size=7, **{"evaluation#num_pairs": 1},

@@ -1,20 +1,20 @@
 """Smoke tests of the DiffuseMorph bundle through ``python -m monai.bundle run`` on a tiny demo cohort (32x32x16).
 
 Stage 1 trains registration, the export registers every training subject, stage 2 trains the field DDPM on the
-exported fields, and inference warps the template (T1, GM, WM) with sampled fields.
+exported fields (``conftest.py``; what the training stages write: test_bundle_training.py), and inference warps the
+template (T1, GM, WM) with sampled fields.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from conftest import check, run_bundle
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.data import load_template
 
@@ -23,53 +23,15 @@ TINY = "tiny_cpu.json"
 SHAPE = (32, 32, 16)
 
 
-def _checkpoints(folder) -> list[str]:
-    return sorted(p.name for p in folder.glob("checkpoint_*.pt"))
-
-
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, tiny_cohort) -> dict:
-    """Both stages (4 iterations, then resumed to 6), the field export in between: the bundle root and logs."""
-    root = tmp_path_factory.mktemp("diffusemorph")
-    logs = {}
-    stage1 = ["train_registration.json", TINY]
-    for epochs in (2, 3):  # 3 training subjects, batch 2: 2 iterations per epoch
-        logs[f"registration_{epochs}"] = check(
-            run_bundle(BUNDLE, "training", stage1, bundle_root=root, dataset_dir=tiny_cohort, max_epochs=epochs)
-        )
-        if epochs == 2:
-            logs["registration_checkpoints_after_first"] = _checkpoints(root / "models" / "registration_checkpoints")
-    logs["export"] = check(
-        run_bundle(
-            BUNDLE, None, ["train_registration.json", "export_fields.json", TINY], bundle_root=root,
-            dataset_dir=tiny_cohort, trajectory_steps=3,
-        )
-    )  # fmt: skip
-    for iterations in (4, 6):
-        logs[f"diffusion_{iterations}"] = check(
-            run_bundle(BUNDLE, "training", ["train_diffusion.json", TINY], bundle_root=root, max_iterations=iterations)
-        )
-    return {"root": root, **logs}
-
-
-def test_registration_training_checkpoints_resumes_and_logs_loss_parts(pipeline):
-    root = pipeline["root"]
-    assert pipeline["registration_checkpoints_after_first"] == ["checkpoint_2.pt", "checkpoint_4.pt"]
-    log = pipeline["registration_3"].stdout + pipeline["registration_3"].stderr
-    assert "checkpoint_4.pt at iteration 4" in log
-    ckpt_dir = root / "models" / "registration_checkpoints"
-    assert _checkpoints(ckpt_dir) == ["checkpoint_4.pt", "checkpoint_6.pt"]
-    state = torch.load(ckpt_dir / "checkpoint_6.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 6 and set(state) == {"network", "optimizer", "trainer"}
-    weights = torch.load(root / "models" / "model_registration.pt", weights_only=True)
-    assert {name.split(".")[0] for name in weights} == {"score_network", "deformation_network"}
-    events = EventAccumulator(str(next((root / "eval" / "registration").glob("events.out.tfevents.*"))))
-    events.Reload()
-    assert {"loss", "diffusion_loss", "similarity_loss", "smoothness_loss"} <= set(events.Tags()["scalars"])
+def pipeline(diffusemorph_trained) -> Path:
+    """The bundle root: both stages (4 iterations, then resumed to 6), the field export in between (``conftest.py``;
+    the training stages are checked by test_bundle_training)."""
+    return diffusemorph_trained.root
 
 
 def test_export_writes_fields_datalist_quality_and_trajectories(pipeline, tiny_cohort):
-    out = pipeline["root"] / "outputs" / "registration"
+    out = pipeline / "outputs" / "registration"
     datalist = json.loads((out / "fields.json").read_text())
     assert datalist["unit"] == "voxel" and datalist["field_scale"] > 0
     training = json.loads((tiny_cohort / "datalist.json").read_text())["training"]
@@ -96,27 +58,12 @@ def test_export_writes_fields_datalist_quality_and_trajectories(pipeline, tiny_c
     np.testing.assert_allclose(trajectory.get_fdata()[..., 0], template, atol=1e-6)  # eta = 0: the template
 
 
-def test_field_ddpm_trains_on_exported_fields_and_resumes(pipeline):
-    root = pipeline["root"]
-    log = pipeline["diffusion_6"].stdout + pipeline["diffusion_6"].stderr
-    assert "checkpoint_4.pt at iteration 4" in log
-    ckpt_dir = root / "models" / "diffusion_checkpoints"
-    assert _checkpoints(ckpt_dir) == ["checkpoint_4.pt", "checkpoint_6.pt"]
-    state = torch.load(ckpt_dir / "checkpoint_6.pt", weights_only=True)
-    assert set(state) == {"network", "ema", "optimizer", "trainer"}
-    assert (root / "models" / "model.pt").is_file() and (root / "models" / "model_registration.pt").is_file()
-    assert sorted(p.name for p in (root / "eval" / "diffusion" / "previews").glob("*.png"))[:2] == [
-        "iteration_0000002.png",
-        "iteration_0000004.png",
-    ]
-
-
 def test_inference_writes_t1_and_tissue_maps_fields_and_folding(pipeline, tmp_path):
     out = tmp_path / "generated"
     result = check(
         run_bundle(
-            BUNDLE, None, ["inference.json", TINY], bundle_root=pipeline["root"], output_dir=out, num_volumes=3,
-            batch_size=2, seed=0,
+            BUNDLE, None, ["inference.json", TINY], new_process=True, bundle_root=pipeline, output_dir=out,
+            num_volumes=3, batch_size=2, seed=0,
         )
     )  # fmt: skip
     assert "it/s" in result.stderr or "s/it" in result.stderr  # the progress bar over sampling steps
@@ -136,15 +83,15 @@ def test_inference_writes_t1_and_tissue_maps_fields_and_folding(pipeline, tmp_pa
     assert 0 <= folding["folding_fraction_mean"] <= 1
     field = nib.load(folding["fields"][0]["field"])
     assert field.shape == (*SHAPE, 3)
-    scale = json.loads((pipeline["root"] / "outputs" / "registration" / "fields.json").read_text())["field_scale"]
-    recorded = json.loads((pipeline["root"] / "models" / "field_scale.json").read_text())
+    scale = json.loads((pipeline / "outputs" / "registration" / "fields.json").read_text())["field_scale"]
+    recorded = json.loads((pipeline / "models" / "field_scale.json").read_text())
     assert recorded == {"field_scale": scale, "unit": "voxel"}, "training records the scale inference reads"
     assert np.abs(field.get_fdata()).max() <= scale * (1 + 1e-5)  # samples clipped to [-1, 1] times the scale
 
 
 def test_evaluate_config_generates_first_then_evaluates(pipeline, tiny_cohort, tmp_path):
     result = run_bundle(
-        BUNDLE, None, ["evaluate.json"], bundle_root=pipeline["root"], dataset_dir=tiny_cohort,
+        BUNDLE, None, ["evaluate.json"], bundle_root=pipeline, dataset_dir=tiny_cohort,
         synthetic=tmp_path / "generated", output_dir=tmp_path / "metrics", generate_first=True,
         inference_configs=f"['inference.json','{TINY}']", inference_overrides="{'num_volumes': 2, 'seed': 0}",
         spatial_size="[32,32,16]", kernel_size=7, **{"evaluation#num_pairs": 1},
@@ -172,7 +119,7 @@ def test_field_training_without_exported_fields_names_the_missing_datalist(tmp_p
 def test_custom_template_file_is_used_and_a_missing_one_named(pipeline, tiny_cohort, tmp_path):
     missing = tmp_path / "no_template.nii.gz"
     result = run_bundle(
-        BUNDLE, None, ["inference.json", TINY], bundle_root=pipeline["root"], output_dir=tmp_path / "x",
+        BUNDLE, None, ["inference.json", TINY], bundle_root=pipeline, output_dir=tmp_path / "x",
         template_path=missing, channel_names="['t1']",
     )  # fmt: skip
     assert result.returncode != 0 and f"{missing}: template T1 file not found" in result.stderr
@@ -181,7 +128,7 @@ def test_custom_template_file_is_used_and_a_missing_one_named(pipeline, tiny_coh
     out = tmp_path / "own_template"
     check(
         run_bundle(
-            BUNDLE, None, ["inference.json", TINY], bundle_root=pipeline["root"], output_dir=out, num_volumes=1,
+            BUNDLE, None, ["inference.json", TINY], bundle_root=pipeline, output_dir=out, num_volumes=1,
             template_path=subject, channel_names="['t1']",
         )
     )  # fmt: skip

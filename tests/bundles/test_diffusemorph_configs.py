@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bundle_config
+from conftest import bundle_config, on_meta
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDPMScheduler
 
@@ -49,7 +49,7 @@ def test_registration_augments_each_pair_with_flips_and_rotations(registration):
 
 
 def test_registration_networks_are_a_score_unet_and_a_voxelmorph_backbone(registration):
-    network = registration.get_parsed_content("network")
+    network = on_meta(registration, "network")
     assert type(network.score_network).__name__ == "DiffusionModelUNet"
     assert (network.score_network.in_channels, network.score_network.out_channels) == (3, 1)  # [m, f, x_t] -> e
     assert type(network.deformation_network).__name__ == "VoxelMorphUNet"

@@ -1,4 +1,5 @@
-"""Smoke tests of the Med-DDPM bundle through ``python -m monai.bundle run`` on a tiny demo cohort."""
+"""Smoke tests of the Med-DDPM bundle's inference through ``python -m monai.bundle run`` on a tiny demo cohort, with
+the weights trained by ``conftest.py`` (training itself: test_bundle_training.py), and of its BraTS override."""
 
 from __future__ import annotations
 
@@ -10,53 +11,28 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from conftest import check, run_bundle, train_then_resume
+from conftest import check, run_bundle
 
 BUNDLE = "med_ddpm_brain_mri"
-TINY = ["train.json", "tiny_cpu.json"]
+TINY = ["inference.json", "tiny_cpu.json"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_cohort) -> dict:
-    """Train 4 iterations, then resume to 6: returns the bundle root and both runs' outputs."""
-    return train_then_resume(BUNDLE, TINY, tmp_path_factory.mktemp("med_ddpm"), tiny_cohort)
-
-
-def test_training_writes_checkpoints_weights_logs_and_previews(trained):
-    root = trained["root"]
-    assert trained["checkpoints_after_first"] == ["checkpoint_2.pt", "checkpoint_4.pt"]
-    assert (root / "models" / "model.pt").is_file()
-    assert list((root / "eval").glob("events.out.tfevents.*")), "no TensorBoard log"
-    assert sorted(p.name for p in (root / "eval" / "previews").glob("*.png"))[:2] == [
-        "iteration_0000002.png",
-        "iteration_0000004.png",
-    ]
-    weights = torch.load(root / "models" / "model.pt", weights_only=True)
-    assert "conv_in.conv.weight" in weights  # a plain state dict of the U-Net (the EMA weights)
-
-
-def test_second_run_resumes_iteration_count(trained):
-    root = trained["root"]
-    log = trained["second"].stdout + trained["second"].stderr
-    assert "resumed from" in log and "checkpoint_4.pt at iteration 4" in log
-    assert sorted(p.name for p in (root / "models").glob("checkpoint_*.pt")) == ["checkpoint_4.pt", "checkpoint_6.pt"]
-    state = torch.load(root / "models" / "checkpoint_6.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 6
-    assert set(state) == {"network", "ema", "optimizer", "lr_scheduler", "trainer"}
-    assert state["lr_scheduler"]["last_epoch"] == 6  # the LR schedule is stepped per iteration and restored
-
-
-def _mask_affine(cohort: Path, name: str) -> np.ndarray:
-    return nib.load(cohort / "single" / "masks" / f"{name}.nii.gz").affine
+def trained(med_ddpm_trained) -> Path:
+    """The bundle root trained 4 iterations, then resumed to 6 (``conftest.py``; checked by test_bundle_training)."""
+    return med_ddpm_trained.root
 
 
 def test_inference_writes_pairs_with_mask_affine_and_previews(trained, tiny_cohort, tmp_path):
     out = tmp_path / "generated"
-    masks = tiny_cohort / "single" / "masks"
+    manifest = json.loads((tiny_cohort / "manifest.json").read_text())
+    masks = tmp_path / "masks"  # a folder of two masks: one with a tumour, one without
+    masks.mkdir()
+    for name in {subject["tumour"]: subject["id"] for subject in manifest["subjects"]}.values():
+        shutil.copyfile(tiny_cohort / "single" / "masks" / f"{name}.nii.gz", masks / f"{name}.nii.gz")
     result = run_bundle(
-        BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=trained["root"], masks=masks,
-        output_dir=out, num_samples_per_mask=2, seed=0,
+        BUNDLE, None, TINY, new_process=True, bundle_root=trained, masks=masks, output_dir=out,
+        num_samples_per_mask=2, seed=0, num_inference_steps=2,
     )  # fmt: skip
     check(result)
     records = json.loads((out / "outputs.json").read_text())
@@ -81,8 +57,8 @@ def test_inference_with_edited_mask_saves_the_edited_mask(trained, tiny_cohort, 
     out = tmp_path / "edited"
     check(
         run_bundle(
-            BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=trained["root"], masks=mask_path,
-            output_dir=out, tumour_shift="[0,-2,0]",
+            BUNDLE, None, TINY, bundle_root=trained, masks=mask_path, output_dir=out, tumour_shift="[0,-2,0]",
+            num_inference_steps=1,
         )
     )  # fmt: skip
     (record,) = json.loads((out / "outputs.json").read_text())
@@ -98,26 +74,9 @@ def test_inference_never_overwrites_inputs(trained, tiny_cohort, tmp_path):
     masks = tmp_path / "masks"
     shutil.copytree(tiny_cohort / "single" / "masks", masks)
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in masks.iterdir()}
-    check(
-        run_bundle(
-            BUNDLE,
-            None,
-            ["inference.json", "tiny_cpu.json"],
-            bundle_root=trained["root"],
-            masks=masks,
-            output_dir=masks,
-        )
-    )
+    check(run_bundle(BUNDLE, None, TINY, bundle_root=trained, masks=masks, output_dir=masks, num_inference_steps=1))
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in masks.iterdir() if p.name in before}
     assert after == before
-
-
-def test_inference_without_weights_names_the_missing_file(tiny_cohort, tmp_path):
-    result = run_bundle(
-        BUNDLE, None, ["inference.json", "tiny_cpu.json"], bundle_root=tmp_path, dataset_dir=tiny_cohort
-    )
-    assert result.returncode != 0
-    assert f"{tmp_path}/models/model.pt" in result.stderr
 
 
 def test_inference_rejects_mask_with_unexpected_labels(trained, tiny_cohort, tmp_path):
@@ -126,24 +85,27 @@ def test_inference_rejects_mask_with_unexpected_labels(trained, tiny_cohort, tmp
     labels[10, 10, 10] = 7
     bad = tmp_path / "bad_mask.nii.gz"
     nib.save(nib.Nifti1Image(labels, source.affine), bad)
-    result = run_bundle(
-        BUNDLE,
-        None,
-        ["inference.json", "tiny_cpu.json"],
-        bundle_root=trained["root"],
-        masks=bad,
-        output_dir=tmp_path / "o",
-    )
+    result = run_bundle(BUNDLE, None, TINY, bundle_root=trained, masks=bad, output_dir=tmp_path / "o")
     assert result.returncode != 0
     assert "bad_mask.nii.gz: labels out of range [7" in result.stderr
 
 
 def test_brats_override_trains_and_generates_four_modalities(tiny_cohort, tmp_path):
     configs = ["train.json", "brats_multimodal.json", "tiny_cpu.json"]
-    check(run_bundle(BUNDLE, "training", configs, bundle_root=tmp_path, dataset_dir=tiny_cohort, max_iterations=2))
+    check(
+        run_bundle(
+            BUNDLE, "training", configs, bundle_root=tmp_path, dataset_dir=tiny_cohort, max_iterations=2,
+            spatial_size="[16,16,16]",  # generation is on the 32³ masks
+        )
+    )  # fmt: skip
     out = tmp_path / "generated"
     inference = ["inference.json", "brats_multimodal.json", "tiny_cpu.json"]
-    check(run_bundle(BUNDLE, None, inference, bundle_root=tmp_path, dataset_dir=tiny_cohort, output_dir=out))
+    check(
+        run_bundle(
+            BUNDLE, None, inference, bundle_root=tmp_path, dataset_dir=tiny_cohort, output_dir=out,
+            num_inference_steps=1,
+        )
+    )  # fmt: skip
     records = json.loads((out / "outputs.json").read_text())
     assert records
     for record in records:

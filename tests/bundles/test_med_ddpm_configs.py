@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bundle_config
+from conftest import bundle_config, on_meta
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -19,7 +19,7 @@ def train() -> ConfigParser:
 
 
 def test_network_is_the_papers(train):
-    network = train.get_parsed_content("network")
+    network = on_meta(train, "network")
     assert (network.in_channels, network.out_channels) == (3, 1)  # T1ce + 2 mask channels -> noise
     assert list(network.block_out_channels) == [64, 64, 128, 192, 256]  # first layer 64 channels
     assert sum(p.numel() for p in network.parameters()) == pytest.approx(40.2e6, rel=0.01)
@@ -55,7 +55,7 @@ def test_inference_defaults_sample_with_the_full_ddpm_chain():
 
 def test_brats_override_is_the_papers_multimodal_setup():
     brats = bundle_config(BUNDLE, "train.json", "brats_multimodal.json")
-    network = brats.get_parsed_content("network")
+    network = on_meta(brats, "network")
     assert (network.in_channels, network.out_channels) == (8, 4)  # 4 modalities + 4 mask channels
     # "same setups" as the whole-head model, with the reference's BraTS network: 2 residual blocks per level
     assert tuple(network.num_res_blocks) == (2,) * 5

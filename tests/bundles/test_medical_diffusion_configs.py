@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, bundle_config
+from conftest import REPO, bundle_config, on_meta
 from monai.bundle import ConfigParser
 from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -29,14 +29,14 @@ def diffusion_config() -> ConfigParser:
 
 def test_vqgan_is_the_papers(autoencoder_config):
     assert autoencoder_config["spatial_size"] == [64, 64, 64]  # ADNI resized to 64³
-    autoencoder = autoencoder_config.get_parsed_content("autoencoder_def")
+    autoencoder = on_meta(autoencoder_config, "autoencoder_def")
     quantizer = autoencoder.quantizer.quantizer
     assert isinstance(quantizer, RestartingEMAQuantizer)
     assert quantizer.embedding.weight.shape == (16384, 8)  # codebook size and dimensionality
     assert (quantizer.decay, quantizer.commitment_cost) == (0.99, 0.25)
     # Suppl. Table 1, ADNI column: compression (2, 2, 2), so 64³ -> 32³ latents
     assert autoencoder_config["compression"] == 2
-    assert autoencoder.encode(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 8, 32, 32, 32)
+    assert autoencoder.encode(torch.zeros(1, 1, 64, 64, 64, device="meta")).shape == (1, 8, 32, 32, 32)
     assert autoencoder.encoder.channels == [16]  # one level of the reference's n_hiddens 16
 
 
@@ -65,7 +65,7 @@ def test_default_perceptual_loss_fails_clearly_without_local_weights(autoencoder
 
 
 def test_latent_ddpm_is_the_papers(diffusion_config):
-    network = diffusion_config.get_parsed_content("network")
+    network = on_meta(diffusion_config, "network")
     assert isinstance(network, FactorisedDiffusionUNet)
     assert network.unet.block_out_channels == [32, 64, 128, 256] and network.in_channels == 8
     # attention placed as the reference's Unet3D: 9 spatial + 10 depth attention blocks (MONAI's placement: 21 + 21)
@@ -95,8 +95,7 @@ def test_metadata_declares_the_default_latent_shape(diffusion_config):
 def test_compression_4_is_an_override():
     config = bundle_config(BUNDLE, "train_autoencoder.json")
     config["compression"] = 4
-    config.parse(reset=True)
-    latents = config.get_parsed_content("autoencoder_def").encode(torch.zeros(1, 1, 64, 64, 64))
+    latents = on_meta(config, "autoencoder_def").encode(torch.zeros(1, 1, 64, 64, 64, device="meta"))
     assert latents.shape == (1, 8, 16, 16, 16)
 
 
