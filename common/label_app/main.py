@@ -11,8 +11,9 @@ Options (``--conf KEY VALUE``):
 - ``workers``: inference worker processes, default ``1`` (see :class:`common.label_app.pool.WorkerPool`): each runs
   one request at a time with its own copy of the networks and ``CPUs / workers`` torch threads.
 - ``queue_size``: requests that may wait for a worker, default ``8``; more are answered HTTP 503.
-- ``preload``: ``true`` (default) loads every task's networks in each worker at start, so that no request pays for
-  it; ``false`` loads them on the first request of each bundle. Either way they stay loaded.
+- ``preload``: ``true`` (default) loads every task's networks, and what its sampler loads once per process
+  (DiffuseMorph's MNI152 template), in each worker at start, so that no request pays for it; ``false`` loads them
+  on the first request of each bundle. Either way they stay loaded.
 
 Each task is named after its bundle folder: ``POST /infer/med_ddpm_brain_mri`` with the drawn label volume as
 ``label`` returns the synthesised MRI; ``POST /infer/cdpm_brain_mri`` (or any unconditional bundle) returns a new

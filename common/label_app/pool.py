@@ -75,7 +75,7 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     connection: Connection
     cancel: Any = field(repr=False)  # multiprocessing Events: set by the server to cancel the running job,
-    ready: Any = field(repr=False)  # and by the worker once it has loaded the networks to preload
+    ready: Any = field(repr=False)  # and by the worker once it has loaded the bundles to preload
 
     async def call(self, job: SynthesisJob) -> tuple[Any, BaseException | None]:
         """Send ``job`` and wait, without blocking the event loop, for the reply.
@@ -106,7 +106,8 @@ class WorkerPool:
         queue_size: requests that may wait for a worker.
         num_threads: torch threads of each worker; default the CPUs this process may use divided among the
             workers, or torch's own default where ``OMP_NUM_THREADS`` is set.
-        preload: ``(bundle folder, config files)`` whose networks each worker loads when it starts.
+        preload: ``(bundle folder, config files)`` whose networks and sampler each worker loads when it starts
+            (:func:`common.label_app.worker.preload_bundle`).
     """
 
     def __init__(
@@ -150,7 +151,7 @@ class WorkerPool:
         self._slots = [asyncio.get_running_loop().create_task(self._serve(index)) for index in range(self.workers)]
 
     def stats(self) -> dict[str, int]:
-        """``workers``, those ``ready`` (started, networks preloaded), ``queue_size``, and the requests ``running``
+        """``workers``, those ``ready`` (started, bundles preloaded), ``queue_size``, and the requests ``running``
         and ``waiting`` now."""
         running = sum(entry is not None for entry in self._running)
         return {

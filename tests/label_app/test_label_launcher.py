@@ -1,6 +1,9 @@
 """``brainsynth label`` under signals: the launcher becomes the server, so SIGTERM stops it and SIGKILL leaves no
 server, nor any of its inference workers, behind, even mid-request (Linux: a worker dies with the server,
-``PR_SET_PDEATHSIG``); the work folder such a kill leaves is removed when the next server starts."""
+``PR_SET_PDEATHSIG``); the work folder such a kill leaves is removed when the next server starts.
+
+Each signal gets its own launcher; both are started at once (:func:`launchers`): a start is mostly one process
+importing at a time, so the two overlap on two cores."""
 
 from __future__ import annotations
 
@@ -76,21 +79,41 @@ def wait_until(condition, timeout: float, message: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_the_launcher_is_the_server_and_leaves_nothing_running(tmp_path: Path, signal_number):
+SIGNALS = [signal.SIGTERM, signal.SIGKILL]
+
+
+@pytest.fixture(scope="module")
+def launchers(tmp_path_factory) -> dict[signal.Signals, tuple[subprocess.Popen, str, Path]]:
+    """For each of :data:`SIGNALS`, ``brainsynth label`` serving cDPM's tiny untrained model, all started at once:
+    the launcher process, its URL and its folder (``tmp/`` its ``TMPDIR``, ``server.log``)."""
     python = require_label_python()
-    bundle = untrained_bundle("cdpm_brain_mri", tmp_path / "bundles")
-    port = free_port()
-    command = [str(python), "-m", "common.cli", "label", "--studies", str(tmp_path / "studies")]
-    command += ["--app_dir", str(tmp_path / "app"), "--bundles", str(bundle), "--configs", ",".join(TINY_CONFIGS)]
-    command += ["--port", str(port)]
-    (tmp_path / "tmp").mkdir()
-    env = label_server_env(tmp_path / "tmp")
-    with (tmp_path / "server.log").open("w") as log:
-        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+    started = {}
     try:
-        assert wait_for_server(url, launcher, tmp_path / "server.log")["queue"]["workers"] == 1
+        for signal_number in SIGNALS:
+            folder = tmp_path_factory.mktemp(signal_number.name)
+            bundle = untrained_bundle("cdpm_brain_mri", folder / "bundles")
+            port = free_port()
+            command = [str(python), "-m", "common.cli", "label", "--studies", str(folder / "studies")]
+            command += ["--app_dir", str(folder / "app"), "--bundles", str(bundle)]
+            command += ["--configs", ",".join(TINY_CONFIGS), "--port", str(port)]
+            (folder / "tmp").mkdir()
+            env = label_server_env(folder / "tmp")
+            with (folder / "server.log").open("w") as log:
+                launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+            started[signal_number] = (launcher, f"http://127.0.0.1:{port}", folder)
+        yield started
+    finally:
+        for launcher, _, _ in started.values():
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait()
+
+
+@pytest.mark.parametrize("signal_number", SIGNALS, ids=[signal_number.name for signal_number in SIGNALS])
+def test_the_launcher_is_the_server_and_leaves_nothing_running(launchers, signal_number):
+    launcher, url, folder = launchers[signal_number]
+    try:
+        assert wait_for_server(url, launcher, folder / "server.log")["queue"]["workers"] == 1
         wait_for_queue(url, lambda queue: queue["ready"] == 1, timeout=120)
         assert len(spawned_workers(launcher.pid)) == 1
         workers = descendants(launcher.pid)  # the worker and multiprocessing's resource tracker
@@ -103,13 +126,13 @@ def test_the_launcher_is_the_server_and_leaves_nothing_running(tmp_path: Path, s
         launcher.send_signal(signal_number)
         assert launcher.wait(timeout=60) == -signal_number  # uvicorn shuts down, then re-raises SIGTERM
         if signal_number == signal.SIGTERM:
-            assert "Application shutdown complete" in (tmp_path / "server.log").read_text()
+            assert "Application shutdown complete" in (folder / "server.log").read_text()
         wait_until(lambda: not any(alive(pid) for pid in workers), 15, f"workers {workers} outlived the server")
         with pytest.raises(urllib.error.URLError):
             get_info(url, timeout=2)
-        left = sorted((tmp_path / "tmp").glob(f"{WORK_DIR_PREFIX}{launcher.pid}_*"))
+        left = sorted((folder / "tmp").glob(f"{WORK_DIR_PREFIX}{launcher.pid}_*"))
         assert len(left) == (1 if signal_number == signal.SIGKILL else 0)
-        assert sorted(remove_stale_work_dirs(tmp_path / "tmp")) == left and not any(path.exists() for path in left)
+        assert sorted(remove_stale_work_dirs(folder / "tmp")) == left and not any(path.exists() for path in left)
     finally:
         if launcher.poll() is None:
             launcher.kill()

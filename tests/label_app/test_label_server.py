@@ -4,6 +4,10 @@ MONAI Label needs torch 2.14.1 + torchvision, so it lives in its own virtual env
 ``.venv-label``; ``BRAINSYNTH_LABEL_PYTHON`` names another interpreter). The server runs there; these tests are
 its HTTP clients. Without that environment the tests are skipped, except under CI, where they fail. The server's
 temporary folder (``TMPDIR``) is the test's own, so that what a request leaves there shows (:func:`leftovers`).
+
+The bundles are served on their tiny CPU networks (``tiny_cpu.json``), with Med-DDPM and cDPM on 16³ volumes
+(:data:`SMALLER`): a 50-step request then takes seconds, not the 18 s of Med-DDPM on 32³ with one torch thread per
+worker, and nothing served depends on the volume's size.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from support import (
     get_info,
     label_server_env,
     require_label_python,
-    untrained_bundle,
     wait_for_server,
+    write_untrained_weights,
 )
 
 from common.data import build_demo_cohort, load_datalist
@@ -42,6 +46,15 @@ UNCONDITIONAL = ["cdpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_
 SERVED = ["med_ddpm_brain_mri", *UNCONDITIONAL]
 #: The test server's worker processes and queue: a burst of WORKERS + QUEUE_SIZE requests fills it.
 WORKERS, QUEUE_SIZE = 2, 6
+#: Edge of the test subject's cube, Med-DDPM's grid in the server.
+SIZE = 16
+#: ``configs/label_test.json`` of each served bundle copy, merged after tiny_cpu.json (:data:`CONFIGS`): smaller
+#: volumes where tiny_cpu.json's take longest to sample (cDPM keeps its 16 slices, and so its networks' depth).
+SMALLER = {
+    "med_ddpm_brain_mri": {"spatial_size": [SIZE, SIZE, SIZE]},
+    "cdpm_brain_mri": {"spatial_size": [SIZE, SIZE, 16]},
+}
+CONFIGS = [*TINY_CONFIGS, "label_test.json"]
 
 
 def infer_request(
@@ -95,47 +108,56 @@ def as_nifti(data: bytes, path: Path) -> nib.Nifti1Image:
     return nib.load(path)
 
 
+def served_bundle(name: str, root: Path, weights: bool = True, configs_of: str | None = None) -> Path:
+    """A copy of bundle ``configs_of`` (default ``name``) as ``root / name``: its configs, with ``label_test.json``
+    (:data:`SMALLER`), and untrained weights for :data:`CONFIGS` unless not ``weights``."""
+    folder = root / name
+    source = configs_of or name
+    shutil.copytree(REPO / "bundles" / source / "configs", folder / "configs")
+    (folder / "configs" / "label_test.json").write_text(json.dumps(SMALLER.get(source, {})))
+    if weights:
+        write_untrained_weights(folder, CONFIGS)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory) -> dict[str, Path]:
-    """One synthetic 32³ subject with a tumour: ``{"image": T1ce, "label": 0/1/2 mask}``."""
+    """One synthetic 16³ subject with a tumour: ``{"image": T1ce, "label": 0/1/2 mask}``, every other voxel of a 32³
+    demo subject (the MNI152 template at 32³, which the demo cohort is made from, is often loaded already)."""
     cohort = build_demo_cohort(tmp_path_factory.mktemp("cohort"), num_subjects=1, size=32, seed=0, tumour_fraction=1)
     item = load_datalist(cohort / "datalist.json", "training")[0]
-    return {"image": Path(item["image"]), "label": Path(item["label"])}
+    folder = tmp_path_factory.mktemp("subject")
+    subject = {}
+    for key in ("image", "label"):
+        volume = nib.load(item[key])
+        data = np.asanyarray(volume.dataobj)[:: 32 // SIZE, :: 32 // SIZE, :: 32 // SIZE]
+        subject[key] = folder / Path(item[key]).name
+        nib.save(nib.Nifti1Image(data, volume.affine @ np.diag([32 // SIZE] * 3 + [1])), subject[key])
+    assert set(np.unique(nib.load(subject["label"]).get_fdata())) == {0, 1, 2}
+    return subject
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``monailabel start_server`` with the app and the four bundles' tiny untrained models; yields its URL."""
+def launched(tmp_path_factory):
+    """``monailabel start_server`` with the app and the four bundles' tiny untrained models, started, not yet
+    answering (see :func:`server`); stopped at the end of the module."""
     python = require_label_python()
     root = tmp_path_factory.mktemp("label")
-    studies, bundles = root / "studies", [untrained_bundle(name, root / "bundles") for name in SERVED]
-    without_weights = root / "bundles" / "cdpm_without_weights"
-    shutil.copytree(REPO / "bundles" / "cdpm_brain_mri" / "configs", without_weights / "configs")
-    bundles.append(without_weights)
+    studies, bundles = root / "studies", [served_bundle(name, root / "bundles") for name in SERVED]
+    bundles.append(served_bundle("cdpm_without_weights", root / "bundles", weights=False, configs_of="cdpm_brain_mri"))
     studies.mkdir()
     (root / "tmp").mkdir()
     port = free_port()
     app = write_app_dir(root / "app")
     command = start_server_command(
-        app, studies, bundles, TINY_CONFIGS, port=port, python=python, sampler="ddim", num_inference_steps=5,
+        app, studies, bundles, CONFIGS, port=port, python=python, sampler="ddim", num_inference_steps=5,
         workers=WORKERS, queue_size=QUEUE_SIZE,
     )  # fmt: skip
     log = (root / "server.log").open("w")
     env = label_server_env(root / "tmp")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
     try:
-        info = wait_for_server(url, process, root / "server.log")
-        wait_for_queue(url, lambda queue: queue["ready"] == WORKERS, timeout=120)
-        # what the server itself keeps there while it runs: MONAI Label's logging config, torch's (empty) cache folder
-        startup_files = set((root / "tmp").iterdir())
-        yield {
-            "url": url,
-            "info": info,
-            "log": root / "server.log",
-            "tmp": root / "tmp",
-            "startup_files": startup_files,
-        }
+        yield {"process": process, "url": f"http://127.0.0.1:{port}", "root": root}
     finally:
         process.terminate()
         try:
@@ -143,6 +165,25 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(launched, subject) -> dict:
+    """The server of :func:`launched` once it answers and its workers are ready (``subject`` is made meanwhile):
+    its URL, first ``GET /info/``, log, bundle copies and temporary folder with the files it made at start-up."""
+    url, root = launched["url"], launched["root"]
+    info = wait_for_server(url, launched["process"], root / "server.log")
+    wait_for_queue(url, lambda queue: queue["ready"] == WORKERS, timeout=120)
+    # what the server itself keeps there while it runs: MONAI Label's logging config, torch's (empty) cache folder
+    startup_files = set((root / "tmp").iterdir())
+    return {
+        "url": url,
+        "info": info,
+        "log": root / "server.log",
+        "bundles": root / "bundles",
+        "tmp": root / "tmp",
+        "startup_files": startup_files,
+    }
 
 
 def test_info_lists_one_task_per_bundle_with_its_options(server):
@@ -168,7 +209,7 @@ def test_med_ddpm_turns_the_drawn_label_into_an_mri(server, subject, tmp_path: P
     assert status == 200, body[:2000]
     result = as_nifti(body, tmp_path / "result.nii.gz")
     mask = nib.load(label)
-    assert result.shape == mask.shape == (32, 32, 32)
+    assert result.shape == mask.shape == (SIZE, SIZE, SIZE)
     np.testing.assert_allclose(result.affine, mask.affine, atol=1e-5)
     values = result.get_fdata()
     assert values.min() >= 0 and values.max() <= 1 and values.std() > 0
@@ -192,7 +233,7 @@ def test_unconditional_bundle_returns_a_new_volume(server, subject, bundle, tmp_
     assert status == 200, body[:2000]
     result = as_nifti(body, tmp_path / "result.nii.gz")
     parser = ConfigParser()
-    parser.read_config([str(REPO / "bundles" / bundle / "configs" / name) for name in TINY_CONFIGS])
+    parser.read_config([str(server["bundles"] / bundle / "configs" / name) for name in CONFIGS])
     assert list(result.shape) == parser["spatial_size"]
     assert not np.allclose(result.affine, np.eye(4)), "a voxel-to-world affine with the bundle's geometry"
     values = result.get_fdata()
@@ -258,7 +299,7 @@ def bad_label(kind: str, subject: dict[str, Path], folder: Path) -> Path:
     elif kind == "4D":
         image = nib.Nifti1Image(np.stack([data, data], axis=-1), mask.affine)
     elif kind == "8³ grid":
-        image = nib.Nifti1Image(data[::4, ::4, ::4], mask.affine @ np.diag([4, 4, 4, 1]))
+        image = nib.Nifti1Image(data[::2, ::2, ::2], mask.affine @ np.diag([2, 2, 2, 1]))
     path = folder / f"{kind.replace(' ', '_')}.nii.gz"
     nib.save(image, path)
     return path
@@ -268,10 +309,10 @@ def bad_label(kind: str, subject: dict[str, Path], folder: Path) -> Path:
     "model, label, params, status, reason",
     [
         ("med_ddpm_brain_mri", "value 7", {}, 400, "label: values must be whole numbers from 0 to 2; found [7]"),
-        ("med_ddpm_brain_mri", "4D", {}, 400, "label: expected a 3D volume, got shape (32, 32, 32, 2)"),
+        ("med_ddpm_brain_mri", "4D", {}, 400, "label: expected a 3D volume, got shape (16, 16, 16, 2)"),
         ("med_ddpm_brain_mri", "truncated", {}, 400, "label: not a readable NIfTI volume"),
         ("med_ddpm_brain_mri", "text", {}, 400, "send the label volume as NIfTI"),
-        ("med_ddpm_brain_mri", "8³ grid", {}, 400, "label: its grid 8x8x8 is not the model's 32x32x32"),
+        ("med_ddpm_brain_mri", "8³ grid", {}, 400, "label: its grid 8x8x8 is not the model's 16x16x16"),
         ("med_ddpm_brain_mri", None, {"tumour_scale": -1.5}, 400, "tumour_scale must be a number above 0"),
         ("med_ddpm_brain_mri", None, {"tumour_shift": [1, 2]}, 400, "tumour_shift must be 3 whole numbers"),
         ("med_ddpm_brain_mri", None, {"label": "/etc/hostname"}, 400, "never named by a path on the server"),
@@ -332,7 +373,7 @@ def test_a_label_in_another_orientation_gets_its_own_grid_back(server, subject, 
 def test_a_burst_is_served_in_parallel_bounded_and_reproducibly(server, subject, tmp_path: Path):
     url, files = server["url"], {"file": subject["image"], "label": subject["label"]}
     seeds = [seed % 4 for seed in range(WORKERS + QUEUE_SIZE)]
-    params = {seed: {"seed": seed, "num_inference_steps": 3} for seed in seeds}
+    params = {seed: {"seed": seed, "num_inference_steps": 5} for seed in seeds}  # each ~1 s: the 8 are all queued
     sequential = {seed: post_infer(url, "med_ddpm_brain_mri", files, params[seed]) for seed in set(seeds)}
     assert {status for status, _ in sequential.values()} == {200}
 
