@@ -69,13 +69,13 @@ def test_suite_prints_one_table_and_runs_a_short_generation(suite, capsys):
     """Both generations run (32 x 16 x 8 volumes: the same 32³ template as the first test's DiffuseMorph stages)."""
     table = run_suite(
         suite, capsys, "--stages", "medical_diffusion_latent", "diffusemorph_fields", "--phases", "sample",
-        "--calls", "1", "--max-generation-seconds", "30", "--set", "num_train_timesteps=60",
+        "--calls", "1", "--max-generation-seconds", "300", "--set", "num_train_timesteps=50",
         "--set", "spatial_size=[32,16,8]",
     )  # fmt: skip
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| stage | parameters |") and len(rows) == 1 + 2
-    assert "Overrides: num_train_timesteps=60, spatial_size=[32,16,8]." in table
+    assert "Overrides: num_train_timesteps=50, spatial_size=[32,16,8]." in table
     for row in rows[1:]:
         full, fast = row.split(" | ")[-2:]
-        assert full.startswith(tuple("0123456789")) and "(60 steps, 60 calls)" in full  # run, not extrapolated
+        assert full.startswith(tuple("0123456789")) and "(50 steps, 50 calls)" in full  # run, not extrapolated
         assert "(50 steps, 50 calls)" in fast and "≈" not in fast

@@ -18,7 +18,7 @@ from common.errors import InputError
 from .checkpoint import CheckpointSaver, ResumeFromLatestCheckpoint
 from .distributed import handlers_for_rank
 
-__all__ = ["IterationLimit", "LossOutput", "epochs_for", "training_handlers"]
+__all__ = ["ClosingTensorBoardStatsHandler", "IterationLimit", "LossOutput", "epochs_for", "training_handlers"]
 
 
 def epochs_for(max_iterations: int, epoch_length: int) -> int:
@@ -74,6 +74,18 @@ class LossOutput:
     def __call__(self, output: Any) -> Any:
         first = output[0] if isinstance(output, list) else output
         return first if self.loss_key is None else first[self.loss_key]
+
+
+class ClosingTensorBoardStatsHandler(TensorBoardStatsHandler):
+    """MONAI's ``TensorBoardStatsHandler`` that flushes and closes its writer when the run completes.
+
+    MONAI leaves the writer open until the process exits, so a run inside a longer-lived process (the demo, the
+    MONAI Label server, a notebook, the tests) would keep its last events unwritten for up to two minutes.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.close())
 
 
 def training_handlers(
@@ -134,7 +146,9 @@ def training_handlers(
     if preview is not None:
         handlers.append(preview)
     handlers += [
-        TensorBoardStatsHandler(log_dir=str(log_dir), tag_name="train_loss", output_transform=LossOutput(loss_key)),
+        ClosingTensorBoardStatsHandler(
+            log_dir=str(log_dir), tag_name="train_loss", output_transform=LossOutput(loss_key)
+        ),
         ProgressBar(persist=False),
     ]
     return handlers_for_rank(handlers)

@@ -4,16 +4,19 @@ that runs ``python -m monai.bundle run``, in a new process or, much faster, in t
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
 from support import monai_bundle
 
-from common.data import build_demo_cohort
+from common.data import build_demo_cohort, centred_affine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +178,27 @@ def diffusemorph_trained(tmp_path_factory, tiny_cohort) -> TrainedBundle:
     )
     stages = {"train_registration.json": registration, "train_diffusion.json": diffusion}
     return TrainedBundle(root, stages, {"export": export})
+
+
+def check_generated_batch(out: Path, prefix: str, shape: tuple[int, ...], spacing: tuple[float, ...]) -> list:
+    """The unconditional outputs of an inference run with ``num_volumes=3, batch_size=2`` in ``out``: three records
+    in order, each a T1 volume of ``shape`` with the centred affine of ``spacing``, finite and in [0, 1], with its
+    ``<prefix>_sample<k>.png`` preview; the run's ``preview.png``; two volumes of one batch that differ.
+
+    Returns:
+        the volumes, as arrays.
+    """
+    records = json.loads((out / "outputs.json").read_text())
+    assert [r["sample_index"] for r in records] == [0, 1, 2]
+    volumes = []
+    for record in records:
+        image = nib.load(record["t1"])
+        assert image.shape == shape
+        np.testing.assert_allclose(image.affine, centred_affine(shape, spacing))
+        data = image.get_fdata()
+        assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1
+        assert record["preview"].endswith(f"{prefix}_sample{record['sample_index']:02d}.png")
+        volumes.append(data)
+    assert (out / "preview.png").is_file()
+    assert not np.allclose(volumes[0], volumes[1]), "two volumes of one batch should differ"
+    return volumes
