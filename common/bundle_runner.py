@@ -90,20 +90,13 @@ def _inference_parser(folder: Path, configs: Sequence[str]) -> ConfigParser:
 def _loaded_files(parser: ConfigParser) -> list[tuple[Path, str]]:
     """``(file, config id of what it holds)`` for every file an inference config loads.
 
-    The ``weights`` of ``handlers`` built by :func:`common.engines.inference_handlers` (``models/model.pt``, holding
-    its ``network``) or each ``CheckpointLoader``'s ``load_path`` of a list of ``handlers`` (holding its
-    ``load_dict``), ``autoencoder_path`` (Medical Diffusion's VQ-GAN ``autoencoder_def``,
+    The ``weights`` of the ``handlers`` (:func:`common.engines.inference_handlers`; ``models/model.pt``, holding
+    its ``network``), ``autoencoder_path`` (Medical Diffusion's VQ-GAN ``autoencoder_def``,
     ``models/model_autoencoder.pt``) and ``field_scale_file`` (DiffuseMorph's ``models/field_scale.json``).
     """
     files = []
-    handlers = parser.get("handlers", [])
-    if isinstance(handlers, dict) and handlers.get("_target_") == "common.engines.inference_handlers":
+    if "handlers#weights" in parser:
         files.append((Path(parser.get_parsed_content("handlers#weights")), "handlers#network"))
-    for index, handler in enumerate(handlers if isinstance(handlers, list) else []):
-        if isinstance(handler, dict) and handler.get("_target_") == "CheckpointLoader":
-            files.append(
-                (Path(parser.get_parsed_content(f"handlers#{index}#load_path")), f"handlers#{index}#load_dict")
-            )
     if "autoencoder_def" in parser:
         files.append((Path(parser.get_parsed_content("autoencoder_path")), "autoencoder_def"))
     if "field_scale_file" in parser:

@@ -35,6 +35,37 @@ TINY_CONFIGS = ["inference.json", "tiny_cpu.json"]
 LABEL_PYTHON = Path(os.environ.get("BRAINSYNTH_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
 
 
+def tiny_diffusemorph(seed: int, visible_fields: bool = True) -> torch.nn.Module:
+    """A small :class:`common.networks.DiffuseMorph` (4 and 8 channels) for 16³-sized tests, initialised from ``seed``.
+
+    MONAI zero-initialises the score network's output and nearly so the deformation head, so both give almost
+    nothing; ``visible_fields`` re-initialises those two output layers (normal, std 0.1) for visibly non-zero fields.
+    """
+    from monai.networks.nets import DiffusionModelUNet, VoxelMorphUNet
+
+    from common.networks import DiffuseMorph
+
+    torch.manual_seed(seed)
+    score = DiffusionModelUNet(
+        spatial_dims=3, in_channels=3, out_channels=1, channels=(4, 8), attention_levels=(False, False),
+        num_res_blocks=1, num_head_channels=4, norm_num_groups=4,
+    )  # fmt: skip
+    deformation = VoxelMorphUNet(
+        spatial_dims=3, in_channels=2, unet_out_channels=4, channels=(4, 8), final_conv_channels=(4,)
+    )
+    network = DiffuseMorph(score, deformation)
+    if visible_fields:
+        torch.nn.init.normal_(deformation_head(network).weight, std=0.1)
+        for parameter in network.score_network.out.parameters():
+            torch.nn.init.normal_(parameter, std=0.1)
+    return network
+
+
+def deformation_head(network: torch.nn.Module) -> torch.nn.Conv3d:
+    """The last convolution of a DiffuseMorph's deformation network: the one that outputs the field."""
+    return [m for m in network.deformation_network.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+
+
 def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: int = 0) -> list[Path]:
     """Write every file a bundle's inference loads (:func:`common.bundle_runner.inference_files`), from freshly
     initialised networks.

@@ -11,7 +11,6 @@ from monai.data import MetaTensor
 from monai.transforms import ResizeWithPadOrCrop, ScaleIntensity
 
 from common.data.template import load_mni152
-from common.errors import InputError, find_user_error
 
 __all__ = ["load_template"]
 
@@ -31,17 +30,7 @@ def _load_files(files: dict[str, Path], spatial_size: Sequence[int]) -> MetaTens
         if not path.is_file():
             raise FileNotFoundError(f"{path}: {what} file not found")
     load = LoadVolumesd(list(files), num_channels=[1] * len(files), spatial_size=spatial_size, intensity_range=(0, 1))
-    try:
-        volumes = load({what: str(path) for what, path in files.items()})
-    except Exception as error:  # MONAI wraps a transform's error in RuntimeError
-        user_error = find_user_error(error)
-        if user_error is not None:
-            raise InputError(str(user_error)) from error
-        cause = error
-        while cause.__cause__ is not None:  # the reader's own message, which names the file
-            cause = cause.__cause__
-        names = ", ".join(f"{path} ({what})" for what, path in files.items())
-        raise InputError(f"cannot read the template files {names}: {cause}") from error
+    volumes = load.read(files)
     return torch.cat([volumes[what] for what in files])
 
 

@@ -258,18 +258,13 @@ def make_noise_scheduler(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     if variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(f"unknown variance_type {variance_type!r}; choose 'fixed_small' or 'fixed_large'")
-    if sampler == "ddpm":
-        schedule_args["variance_type"] = variance_type
+    schedule_config = {"num_train_timesteps": num_train_timesteps, "schedule": schedule, **schedule_args}
+    sampler_options = {"variance_type": variance_type} if sampler == "ddpm" else {}
     scheduler = SAMPLERS[sampler](
-        num_train_timesteps=num_train_timesteps,
-        schedule=schedule,
-        clip_sample=clip_sample,
-        timestep_spacing=timestep_spacing,
-        **schedule_args,
+        clip_sample=clip_sample, timestep_spacing=timestep_spacing, **schedule_config, **sampler_options
     )
     scheduler.set_timesteps(num_train_timesteps if num_inference_steps is None else num_inference_steps)
-    scheduler.schedule_config = {"num_train_timesteps": num_train_timesteps, "schedule": schedule, **schedule_args}
-    scheduler.schedule_config.pop("variance_type", None)
+    scheduler.schedule_config = schedule_config  # what sampling_scheduler rebuilds the schedule from
     return scheduler
 
 

@@ -50,15 +50,18 @@ class IterationLimit:
         self.max_iterations = max_iterations
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def started(self, engine: Engine) -> None:
+        """Give the run the epochs it needs (a resumed run may have been saved with fewer), or end it at once."""
+        needed = epochs_for(self.max_iterations, engine.state.epoch_length)
+        engine.state.max_epochs = max(engine.state.max_epochs or 0, needed)
+        self(engine)
 
     def __call__(self, engine: Engine) -> None:
         if engine.state.iteration >= self.max_iterations:
             engine.terminate()
-        else:  # a resumed run may have been saved with fewer epochs than this one needs
-            needed = epochs_for(self.max_iterations, engine.state.epoch_length)
-            engine.state.max_epochs = max(engine.state.max_epochs or 0, needed)
 
 
 class LossOutput:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from common.data.datalist import load_datalist
 from common.data.nifti import nifti_files, nifti_stem
-from common.errors import InputError, find_user_error
+from common.errors import InputError
 from common.metrics import (
     SliceFeatureExtractor,
     VolumeFeatureExtractor,
@@ -154,13 +154,7 @@ def _load_volumes(
     prepare = None
     volumes = []
     for path in tqdm(paths, desc=desc, disable=not verbose):
-        try:
-            volume = load({"image": str(path)})
-        except Exception as error:  # MONAI wraps reader errors in several types, and the check's in RuntimeError
-            found = find_user_error(error)
-            if isinstance(found, InputError):
-                raise found from error
-            raise InputError(f"{path}: cannot read it as a NIfTI volume ({error})") from error
+        volume = load.read({"image": path})
         if prepare is None:  # the size is known once the first volume is loaded
             size = tuple(volume["image"].shape[1:]) if spatial_size is None else spatial_size
             scaling = [ScaleIntensityd("image", 0.0, 1.0)] if scale else []

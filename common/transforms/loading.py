@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from monai.transforms import (
     Compose,
@@ -15,7 +17,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from common.errors import InputError
+from common.errors import InputError, find_user_error
 
 from .validation import CheckVolumesd
 
@@ -55,7 +57,7 @@ class LoadVolumesd(Compose):
 
     Raises:
         InputError: from :class:`CheckVolumesd`, naming the file (wrapped by MONAI in a ``RuntimeError`` when the
-            chain is applied; :func:`common.errors.find_user_error` finds it).
+            chain is applied; :meth:`read` unwraps it).
     """
 
     def __init__(
@@ -92,3 +94,25 @@ class LoadVolumesd(Compose):
             scale = keys[:1] if scale_keys is None else scale_keys
             transforms.append(ScaleIntensityd(scale, minv=minv, maxv=maxv, channel_wise=channel_wise))
         super().__init__(transforms)
+
+    def read(self, files: Mapping[Hashable, str | Path]) -> dict[Hashable, Any]:
+        """Apply the chain to one item of file paths outside a ``Dataset`` (evaluation, the template loader), with
+        the error a user can act on.
+
+        Raises:
+            InputError: the check's own message (it names the file), or, when a file cannot be read, one naming
+                the files with the reader's message.
+        """
+        try:
+            return self({key: str(path) for key, path in files.items()})
+        except Exception as error:  # MONAI wraps a transform's error in RuntimeError, a reader's in several types
+            found = find_user_error(error)
+            if isinstance(found, InputError):
+                raise found from error
+            if found is not None:
+                raise InputError(str(found)) from error
+            cause = error
+            while cause.__cause__ is not None:  # the reader's own message
+                cause = cause.__cause__
+            names = ", ".join(str(path) for path in files.values())
+            raise InputError(f"{names}: cannot read as NIfTI volume(s) ({cause})") from error

@@ -12,30 +12,12 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.networks.blocks import Warp
-from monai.networks.nets import DiffusionModelUNet, VoxelMorphUNet
+from support import tiny_diffusemorph
 
 from common.engines import RegisteredFieldWriter, RegistrationInferer, inference_handlers
 from common.errors import InputError
-from common.networks import DiffuseMorph
 
 SHAPE = (16, 16, 8)
-
-
-def tiny_diffusemorph(seed: int) -> DiffuseMorph:
-    """A small DiffuseMorph whose fields are visibly non-zero (G's and M's output layers re-initialised)."""
-    torch.manual_seed(seed)
-    score = DiffusionModelUNet(
-        spatial_dims=3, in_channels=3, out_channels=1, channels=(4, 8), attention_levels=(False, False),
-        num_res_blocks=1, num_head_channels=4, norm_num_groups=4,
-    )  # fmt: skip
-    deformation = VoxelMorphUNet(
-        spatial_dims=3, in_channels=2, unet_out_channels=4, channels=(4, 8), final_conv_channels=(4,)
-    )
-    network = DiffuseMorph(score, deformation)
-    torch.nn.init.normal_([m for m in deformation.modules() if isinstance(m, torch.nn.Conv3d)][-1].weight, std=0.1)
-    for parameter in network.score_network.out.parameters():
-        torch.nn.init.normal_(parameter, std=0.1)
-    return network
 
 
 def subjects(count: int) -> list[dict[str, MetaTensor]]:

@@ -1,30 +1,21 @@
 import pytest
 import torch
 from monai.networks.blocks import Warp
-from monai.networks.nets import DiffusionModelUNet, VoxelMorphUNet
+from support import deformation_head, tiny_diffusemorph
 
 from common.networks import DiffuseMorph
 
 SHAPE = (1, 1, 16, 16, 8)
 
 
+def test_the_outputs_start_near_zero():
+    """Why the tests re-initialise the output layers: MONAI's initial DiffuseMorph gives almost no field."""
+    assert deformation_head(tiny_diffusemorph(0, visible_fields=False)).weight.abs().max() < 1e-4
+
+
 @pytest.fixture(scope="module")
 def network() -> DiffuseMorph:
-    torch.manual_seed(0)
-    score = DiffusionModelUNet(
-        spatial_dims=3, in_channels=3, out_channels=1, channels=(4, 8), attention_levels=(False, False),
-        num_res_blocks=1, num_head_channels=4, norm_num_groups=4,
-    )  # fmt: skip
-    deformation = VoxelMorphUNet(
-        spatial_dims=3, in_channels=2, unet_out_channels=4, channels=(4, 8), final_conv_channels=(4,)
-    )
-    network = DiffuseMorph(score, deformation).eval()
-    head = [m for m in network.deformation_network.modules() if isinstance(m, torch.nn.Conv3d)][-1]
-    assert head.weight.abs().max() < 1e-4  # the flow head starts near zero
-    torch.nn.init.normal_(head.weight, std=0.1)  # a visibly non-zero field for the tests below
-    for parameter in network.score_network.out.parameters():  # MONAI zero-initialises G's output: latent 0
-        torch.nn.init.normal_(parameter, std=0.1)
-    return network
+    return tiny_diffusemorph(0).eval()  # output layers re-initialised: visibly non-zero fields
 
 
 def test_warp_with_zero_field_is_the_identity():
