@@ -61,7 +61,7 @@ class Stage:
 
     name: str
     bundle: str
-    train_config: str
+    train_configs: tuple[str, ...]  # merged in order: a later stage is an overlay on the first stage's config
     inference_config: str | None  # None: the stage has no sampler of its own
     make_batch: Callable[[ConfigParser, nn.Module, torch.device], dict[str, torch.Tensor]]
     sampling_call: Callable[[ConfigParser, nn.Module, torch.device], Callable[[], None]]
@@ -145,28 +145,30 @@ STAGES = {
     stage.name: stage
     for stage in (
         Stage(
-            "med_ddpm", "med_ddpm_brain_mri", "train.json", "inference.json", med_ddpm_batch,
+            "med_ddpm", "med_ddpm_brain_mri", ("train.json",), "inference.json", med_ddpm_batch,
             denoising_call(lambda c: c["image_channels"] + c["num_classes"] - 1, lambda c: c["spatial_size"]),
         ),
         Stage(
-            "cdpm", "cdpm_brain_mri", "train.json", "inference.json", cdpm_batch,
+            "cdpm", "cdpm_brain_mri", ("train.json",), "inference.json", cdpm_batch,
             lambda config, network, device: cdpm_generate(config, network, None, device),
         ),
         Stage(
-            "medical_diffusion_vqgan", "medical_diffusion_brain_mri", "train_autoencoder.json", None,
+            "medical_diffusion_vqgan", "medical_diffusion_brain_mri", ("train_autoencoder.json",), None,
             image_batch(lambda c: c["image_channels"]), decode_call, generates=False,
         ),
         Stage(
-            "medical_diffusion_latent", "medical_diffusion_brain_mri", "train_diffusion.json", "inference.json",
+            "medical_diffusion_latent", "medical_diffusion_brain_mri",
+            ("train_autoencoder.json", "train_diffusion.json"), "inference.json",
             image_batch(lambda c: c["image_channels"]),
             denoising_call(lambda c: c["embedding_dim"], lambda c: c.get_parsed_content("latent_size")),
         ),
         Stage(
-            "diffusemorph_registration", "diffusemorph_brain_mri", "train_registration.json", None,
+            "diffusemorph_registration", "diffusemorph_brain_mri", ("train_registration.json",), None,
             image_batch(lambda c: 1), register_call, generates=False,
         ),
         Stage(
-            "diffusemorph_fields", "diffusemorph_brain_mri", "train_diffusion.json", "inference.json",
+            "diffusemorph_fields", "diffusemorph_brain_mri",
+            ("train_registration.json", "train_diffusion.json"), "inference.json",
             image_batch(lambda c: 3), denoising_call(lambda c: 3, lambda c: c["spatial_size"]),
         ),
     )
@@ -182,13 +184,18 @@ def parse_value(text: str) -> object:
 
 
 def load_config(
-    stage: Stage, name: str, args: argparse.Namespace, work_dir: Path, overrides: dict[str, object] | None = None
+    stage: Stage,
+    names: Sequence[str],
+    args: argparse.Namespace,
+    work_dir: Path,
+    overrides: dict[str, object] | None = None,
 ) -> ConfigParser:
-    """The stage's config file ``name`` (+ ``tiny_cpu.json``), on the device, with ``overrides`` and then ``--set``.
+    """The stage's config files ``names`` merged (+ ``tiny_cpu.json``), on the device, with ``overrides`` and then
+    ``--set``.
 
     Ids whose parent is not in this config (e.g. the optimizer's in an inference config) are skipped.
     """
-    files = [name] + (["tiny_cpu.json"] if args.size == "tiny" else [])
+    files = [*names] + (["tiny_cpu.json"] if args.size == "tiny" else [])
     config = ConfigParser()
     config.read_config([str(BUNDLES / stage.bundle / "configs" / file) for file in files])
     config["bundle_root"] = str(work_dir)
@@ -202,7 +209,7 @@ def load_config(
 
 def save_random_autoencoder(stage: Stage, args: argparse.Namespace, work_dir: Path) -> None:
     """Medical Diffusion's latent stages load a trained VQ-GAN: give them a randomly initialised one."""
-    config = load_config(stage, "train_autoencoder.json", args, work_dir)
+    config = load_config(stage, ["train_autoencoder.json"], args, work_dir)
     (work_dir / "models").mkdir(exist_ok=True)
     torch.save(config.get_parsed_content("autoencoder_def").state_dict(), work_dir / "models" / "model_autoencoder.pt")
 
@@ -223,7 +230,7 @@ def measure_train(stage: Stage, args: argparse.Namespace, work_dir: Path, device
         "adversarial_start": 0,  # the VQ-GAN's steady state, discriminators on
         "use_perceptual_loss": False,  # LPIPS needs pretrained weights, never downloaded
     }
-    config = load_config(stage, stage.train_config, args, work_dir, overrides)
+    config = load_config(stage, stage.train_configs, args, work_dir, overrides)
     trainer = config.get_parsed_content("train#trainer")
     baseline = memory_mib(device, peak=False)
     if device.type == "cuda":
@@ -302,8 +309,8 @@ def generation(
 
 def measure_sample(stage: Stage, args: argparse.Namespace, work_dir: Path, device: torch.device) -> dict[str, object]:
     """One sampling call (mean of ``--calls`` after a warm-up) and, for generating stages, both generations."""
-    name = stage.inference_config or stage.train_config
-    config = load_config(stage, name, args, work_dir, {"field_scale": 1.0})
+    names = [stage.inference_config] if stage.inference_config else stage.train_configs
+    config = load_config(stage, names, args, work_dir, {"field_scale": 1.0})
     network_id = "autoencoder" if stage.name == "medical_diffusion_vqgan" else "network"
     network = config.get_parsed_content(network_id).eval()
     baseline = memory_mib(device, peak=False)

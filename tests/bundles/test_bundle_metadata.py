@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, bundle_config
+from conftest import FIELD_DIFFUSION_CONFIGS, LATENT_DIFFUSION_CONFIGS, REPO, bundle_config
 from monai.bundle import verify_metadata
 from monai.utils import get_equivalent_dtype
 
@@ -17,16 +17,19 @@ pytest_plugins = ["support"]  # the offline fixture
 
 BUNDLES = ["cdpm_brain_mri", "med_ddpm_brain_mri", "medical_diffusion_brain_mri", "diffusemorph_brain_mri"]
 POST_PROCESSED = ("post_processed_outputs", "pred")
-#: (bundle, metadata entry, training config, config id of the network, entry whose spatial_shape is the training
-#: config's spatial_size): one row per network; ``<name>_data_format`` entries describe a bundle's further networks.
+#: (bundle, metadata entry, training configs merged in order, config id of the network, entry whose spatial_shape is
+#: the training config's spatial_size): one row per network; ``<name>_data_format`` entries describe a bundle's
+#: further networks.
 NETWORKS = [
-    ("cdpm_brain_mri", "network_data_format", "train.json", "network_def", POST_PROCESSED),
-    ("med_ddpm_brain_mri", "network_data_format", "train.json", "network_def", POST_PROCESSED),
-    ("medical_diffusion_brain_mri", "network_data_format", "train_diffusion.json", "network_def", POST_PROCESSED),
-    ("medical_diffusion_brain_mri", "autoencoder_data_format", "train_autoencoder.json", "autoencoder_def",
+    ("cdpm_brain_mri", "network_data_format", ("train.json",), "network_def", POST_PROCESSED),
+    ("med_ddpm_brain_mri", "network_data_format", ("train.json",), "network_def", POST_PROCESSED),
+    ("medical_diffusion_brain_mri", "network_data_format", LATENT_DIFFUSION_CONFIGS,
+     "network_def", POST_PROCESSED),
+    ("medical_diffusion_brain_mri", "autoencoder_data_format", ("train_autoencoder.json",), "autoencoder_def",
      ("inputs", "image")),
-    ("diffusemorph_brain_mri", "network_data_format", "train_diffusion.json", "network_def", POST_PROCESSED),
-    ("diffusemorph_brain_mri", "registration_data_format", "train_registration.json", "network_def",
+    ("diffusemorph_brain_mri", "network_data_format", FIELD_DIFFUSION_CONFIGS,
+     "network_def", POST_PROCESSED),
+    ("diffusemorph_brain_mri", "registration_data_format", ("train_registration.json",), "network_def",
      ("inputs", "moving")),
 ]  # fmt: skip
 NETWORK_IDS = [f"{bundle}-{key}" for bundle, key, *_ in NETWORKS]
@@ -66,10 +69,10 @@ def test_every_network_of_every_bundle_is_checked():
     assert described == {(bundle, key) for bundle, key, *_ in NETWORKS}
 
 
-@pytest.mark.parametrize("bundle, key, config, net_id, sized", NETWORKS, ids=NETWORK_IDS)
-def test_data_format_matches_a_forward_pass(bundle, key, config, net_id, sized):
+@pytest.mark.parametrize("bundle, key, configs, net_id, sized", NETWORKS, ids=NETWORK_IDS)
+def test_data_format_matches_a_forward_pass(bundle, key, configs, net_id, sized):
     data_format = metadata(bundle)[key]
-    network = bundle_config(bundle, config, "tiny_cpu.json").get_parsed_content(net_id).eval()
+    network = bundle_config(bundle, *configs, "tiny_cpu.json").get_parsed_content(net_id).eval()
     inputs = example_inputs(data_format, batch_size=2, max_spatial_size=MAX_SPATIAL)
     for tensor, spec in zip(inputs, data_format["inputs"].values(), strict=True):
         assert tensor.dtype == get_equivalent_dtype(spec["dtype"], torch.Tensor)
@@ -86,10 +89,10 @@ def test_data_format_matches_a_forward_pass(bundle, key, config, net_id, sized):
         assert tuple(output.shape) == tensor_shape(spec, batch_size=2, max_spatial_size=MAX_SPATIAL)
 
 
-@pytest.mark.parametrize("bundle, key, config, net_id, sized", NETWORKS, ids=NETWORK_IDS)
-def test_declared_timesteps_and_volume_size_are_the_training_configs(bundle, key, config, net_id, sized):
+@pytest.mark.parametrize("bundle, key, configs, net_id, sized", NETWORKS, ids=NETWORK_IDS)
+def test_declared_timesteps_and_volume_size_are_the_training_configs(bundle, key, configs, net_id, sized):
     data_format = metadata(bundle)[key]
-    train = bundle_config(bundle, config)
+    train = bundle_config(bundle, *configs)
     section, name = sized
     assert data_format[section][name]["spatial_shape"] == train["spatial_size"]
     if "timesteps" in data_format["inputs"]:  # every network but the VQ-GAN autoencoder

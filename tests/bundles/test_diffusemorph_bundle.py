@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import check, run_bundle
+from conftest import FIELD_DIFFUSION_CONFIGS, check, run_bundle
 
 from common.data import load_template
 
@@ -111,7 +111,7 @@ def test_export_without_registration_weights_names_the_missing_file(tiny_cohort,
 
 
 def test_field_training_without_exported_fields_names_the_missing_datalist(tmp_path):
-    result = run_bundle(BUNDLE, "training", ["train_diffusion.json", TINY], bundle_root=tmp_path)
+    result = run_bundle(BUNDLE, "training", [*FIELD_DIFFUSION_CONFIGS, TINY], bundle_root=tmp_path)
     assert result.returncode != 0
     assert f"{tmp_path}/outputs/registration/fields.json: " in result.stderr and "not found" in result.stderr
 

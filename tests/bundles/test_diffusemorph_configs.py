@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bundle_config, on_meta
+from conftest import FIELD_DIFFUSION_CONFIGS, bundle_config, on_meta
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDPMScheduler
 
@@ -18,7 +18,7 @@ def registration() -> ConfigParser:
 
 @pytest.fixture(scope="module")
 def diffusion() -> ConfigParser:
-    parser = bundle_config(BUNDLE, "train_diffusion.json")
+    parser = bundle_config(BUNDLE, *FIELD_DIFFUSION_CONFIGS)
     parser["field_scale"] = 1.0  # no exported fields needed to inspect the config
     return parser
 
@@ -86,5 +86,5 @@ def test_generation_samples_256_steps_and_writes_tissue_maps():
 
 
 def test_full_3d_override_is_cubic():
-    parser = bundle_config(BUNDLE, "train_diffusion.json", "full_3d.json")
+    parser = bundle_config(BUNDLE, *FIELD_DIFFUSION_CONFIGS, "full_3d.json")
     assert parser["spatial_size"] == [128, 128, 128] and parser.get_parsed_content("network_def#max_distance") == 127

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, bundle_config, on_meta
+from conftest import LATENT_DIFFUSION_CONFIGS, REPO, bundle_config, on_meta
 from monai.bundle import ConfigParser
 from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -24,7 +24,7 @@ def autoencoder_config() -> ConfigParser:
 
 @pytest.fixture(scope="module")
 def diffusion_config() -> ConfigParser:
-    return bundle_config(BUNDLE, "train_diffusion.json")
+    return bundle_config(BUNDLE, *LATENT_DIFFUSION_CONFIGS)
 
 
 def test_vqgan_is_the_papers(autoencoder_config):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, bundle_config, check
+from conftest import FIELD_DIFFUSION_CONFIGS, LATENT_DIFFUSION_CONFIGS, REPO, bundle_config, check
 
 from common.data.fields import save_field, write_fields_datalist
 
@@ -33,7 +33,7 @@ def no_preparation(root: Path, cohort: Path) -> Path:
 
 def autoencoder_weights(root: Path, cohort: Path) -> Path:
     """Stage 2 of Medical Diffusion encodes with stage 1's VQ-GAN: save a tiny untrained one."""
-    config = bundle_config("medical_diffusion_brain_mri", "train_diffusion.json", "tiny_cpu.json")
+    config = bundle_config("medical_diffusion_brain_mri", "train_autoencoder.json", "tiny_cpu.json")
     (root / "models").mkdir()
     torch.save(config.get_parsed_content("autoencoder_def").state_dict(), root / "models" / "model_autoencoder.pt")
     return cohort / "datalist.json"
@@ -52,7 +52,8 @@ class Stage:
     """One training config of a bundle, run with the bundle's ``multi_gpu_train.json``.
 
     Attributes:
-        bundle / config: bundle and training config file.
+        bundle / configs: bundle and training config files merged in order (a later stage is an overlay on the
+            first stage's config).
         networks: config ids of the trained (DDP-wrapped) networks; the first is the one ``final_model`` holds.
         ckpt_dir / final_model: checkpoint folder and exported weights, relative to the bundle root.
         overrides: command-line overrides making the run tiny (2 iterations, 16³).
@@ -61,7 +62,7 @@ class Stage:
     """
 
     bundle: str
-    config: str
+    configs: tuple[str, ...]
     networks: tuple[str, ...] = ("network",)
     ckpt_dir: str = "models"
     final_model: str = "models/model.pt"
@@ -70,25 +71,25 @@ class Stage:
 
 
 STAGES = {
-    "cdpm": Stage("cdpm_brain_mri", "train.json"),
-    "med_ddpm": Stage("med_ddpm_brain_mri", "train.json"),
+    "cdpm": Stage("cdpm_brain_mri", ("train.json",)),
+    "med_ddpm": Stage("med_ddpm_brain_mri", ("train.json",)),
     "medical_diffusion-autoencoder": Stage(
-        "medical_diffusion_brain_mri", "train_autoencoder.json",
+        "medical_diffusion_brain_mri", ("train_autoencoder.json",),
         networks=("autoencoder", "discriminator_2d", "discriminator_3d"), ckpt_dir="models/autoencoder_checkpoints",
         final_model="models/model_autoencoder.pt",
         overrides={**TINY, "adversarial_start": 0},  # discriminators train too
     ),
     "medical_diffusion-diffusion": Stage(
-        "medical_diffusion_brain_mri", "train_diffusion.json", ckpt_dir="models/diffusion_checkpoints",
+        "medical_diffusion_brain_mri", LATENT_DIFFUSION_CONFIGS, ckpt_dir="models/diffusion_checkpoints",
         prepare=autoencoder_weights,
     ),
     "diffusemorph-registration": Stage(
-        "diffusemorph_brain_mri", "train_registration.json", ckpt_dir="models/registration_checkpoints",
+        "diffusemorph_brain_mri", ("train_registration.json",), ckpt_dir="models/registration_checkpoints",
         final_model="models/model_registration.pt",
         overrides={"max_epochs": 1, "batch_size": 1, "spatial_size": "[16,16,16]", **SMALL_TEMPLATE},
     ),
     "diffusemorph-diffusion": Stage(
-        "diffusemorph_brain_mri", "train_diffusion.json", ckpt_dir="models/diffusion_checkpoints",
+        "diffusemorph_brain_mri", FIELD_DIFFUSION_CONFIGS, ckpt_dir="models/diffusion_checkpoints",
         overrides={**TINY, **SMALL_TEMPLATE}, prepare=exported_fields,
     ),
 }  # fmt: skip
@@ -119,7 +120,8 @@ def free_port() -> int:
 def torchrun_training(stage: Stage, root: Path, dataset_dir: Path, nproc: int = 2) -> subprocess.CompletedProcess:
     dump = root / "rank_dump.json"
     dump.write_text(json.dumps(rank_dump(stage.networks)))
-    configs = [f"configs/{stage.config}", "configs/multi_gpu_train.json", "configs/tiny_cpu.json", str(dump)]
+    names = [*stage.configs, "multi_gpu_train.json", "tiny_cpu.json"]
+    configs = [*(f"configs/{name}" for name in names), str(dump)]
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
         "-m", "monai.bundle", "run", "training", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]",

@@ -5,43 +5,44 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bundle_config
+from conftest import FIELD_DIFFUSION_CONFIGS, LATENT_DIFFUSION_CONFIGS, bundle_config
 from monai.networks.blocks.selfattention import SABlock
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
-#: (bundle, training config, its optimizer ids, the inference config of its network or None)
+#: (bundle, training configs merged in order, their optimizer ids, the inference config of the network or None)
 TRAINING = [
-    ("med_ddpm_brain_mri", "train.json", ["optimizer"], "inference.json"),
-    ("cdpm_brain_mri", "train.json", ["optimizer"], "inference.json"),
-    ("medical_diffusion_brain_mri", "train_autoencoder.json", ["optimizer", "discriminator_optimizer"], None),
-    ("medical_diffusion_brain_mri", "train_diffusion.json", ["optimizer"], "inference.json"),
-    ("diffusemorph_brain_mri", "train_registration.json", ["optimizer"], None),
-    ("diffusemorph_brain_mri", "train_diffusion.json", ["optimizer"], "inference.json"),
+    ("med_ddpm_brain_mri", ("train.json",), ["optimizer"], "inference.json"),
+    ("cdpm_brain_mri", ("train.json",), ["optimizer"], "inference.json"),
+    ("medical_diffusion_brain_mri", ("train_autoencoder.json",), ["optimizer", "discriminator_optimizer"], None),
+    ("medical_diffusion_brain_mri", LATENT_DIFFUSION_CONFIGS, ["optimizer"], "inference.json"),
+    ("diffusemorph_brain_mri", ("train_registration.json",), ["optimizer"], None),
+    ("diffusemorph_brain_mri", FIELD_DIFFUSION_CONFIGS, ["optimizer"], "inference.json"),
 ]
-IDS = [f"{bundle}-{config}" for bundle, config, *_ in TRAINING]
-ATTENTION = [(bundle, config, inference) for bundle, config, _, inference in TRAINING if "autoencoder" not in config]
+IDS = [f"{bundle}-{configs[-1]}" for bundle, configs, *_ in TRAINING]
+ATTENTION = [(bundle, configs, inference) for bundle, configs, _, inference in TRAINING if inference]
+ATTENTION_IDS = [f"{bundle}-{configs[-1]}" for bundle, configs, _ in ATTENTION]
 
 
-@pytest.mark.parametrize("bundle, config, optimizers, inference", TRAINING, ids=IDS)
-def test_optimisers_are_fused(bundle, config, optimizers, inference):
-    train = bundle_config(bundle, config, "tiny_cpu.json")
+@pytest.mark.parametrize("bundle, configs, optimizers, inference", TRAINING, ids=IDS)
+def test_optimisers_are_fused(bundle, configs, optimizers, inference):
+    train = bundle_config(bundle, *configs, "tiny_cpu.json")
     for name in optimizers:
         assert train.get_parsed_content(name).defaults["fused"] is True
 
 
-@pytest.mark.parametrize("bundle, config, inference", ATTENTION, ids=[f"{b}-{c}" for b, c, _ in ATTENTION])
-def test_flash_attention_reaches_every_monai_attention_block_and_can_be_switched_off(bundle, config, inference):
-    for name in [name for name in (config, inference) if name]:
+@pytest.mark.parametrize("bundle, configs, inference", ATTENTION, ids=ATTENTION_IDS)
+def test_flash_attention_reaches_every_monai_attention_block_and_can_be_switched_off(bundle, configs, inference):
+    for names in (configs, [inference]):
         for enabled in (True, False):
-            parsed = bundle_config(bundle, name, "tiny_cpu.json")
+            parsed = bundle_config(bundle, *names, "tiny_cpu.json")
             parsed["use_flash_attention"] = enabled
             blocks = [m for m in parsed.get_parsed_content("network").modules() if isinstance(m, SABlock)]
             assert blocks and all(block.use_flash_attention is enabled for block in blocks)
 
 
-@pytest.mark.parametrize("bundle, config, inference", ATTENTION, ids=[f"{b}-{c}" for b, c, _ in ATTENTION])
-def test_amp_dtype_is_an_option_of_the_trainer(bundle, config, inference):
-    train = bundle_config(bundle, config)
+@pytest.mark.parametrize("bundle, configs, inference", ATTENTION, ids=ATTENTION_IDS)
+def test_amp_dtype_is_an_option_of_the_trainer(bundle, configs, inference):
+    train = bundle_config(bundle, *configs)
     assert (train["amp"], train["amp_dtype"]) == (False, "float16")
     assert train.get_parsed_content("train#trainer#amp_kwargs") == {"dtype": torch.float16}
     train["amp_dtype"] = "bfloat16"
