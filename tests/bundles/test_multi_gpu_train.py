@@ -1,6 +1,7 @@
 """multi_gpu_train.json under ``torchrun``, 2 processes on the CPU (gloo): DDP, DistributedSampler, rank 0 writes.
 
-Every training stage of every bundle runs with the same ``configs/multi_gpu_train.json`` of its bundle, 2 iterations.
+Every training stage of every bundle runs with the same ``configs/multi_gpu_train.json`` of its bundle, 2 iterations;
+one ``torchrun`` launch trains all the stages in turn (``torchrun_stages.py``).
 """
 
 from __future__ import annotations
@@ -98,17 +99,15 @@ STAGES = {
 PER_PROCESS_BUFFERS = ("running_mean", "running_var")
 
 
-def rank_dump(networks: tuple[str, ...]) -> dict:
-    """Test-only override: every process saves the weights of ``networks``, its iteration and its data indices
-    before the process group is destroyed."""
+def rank_dump(networks: tuple[str, ...], last: bool) -> dict:
+    """Test-only override: every process saves the weights of ``networks``, its iteration and its data indices;
+    after the ``last`` stage of the launch the process group is destroyed."""
     weights = ", ".join(f"'{name}': @{name}.module.state_dict()" for name in networks)
-    return {
-        "finalize": [
-            f"$torch.save({{'networks': {{{weights}}}, 'iteration': @train#trainer.state.iteration,"
-            " 'indices': list(@train#sampler)}, @bundle_root + f'/rank{torch.distributed.get_rank()}.pt')",
-            "$torch.distributed.destroy_process_group()",
-        ]
-    }
+    save = (
+        f"$torch.save({{'networks': {{{weights}}}, 'iteration': @train#trainer.state.iteration,"
+        " 'indices': list(@train#sampler)}, @bundle_root + f'/rank{torch.distributed.get_rank()}.pt')"
+    )
+    return {"finalize": [save, "$torch.distributed.destroy_process_group()"] if last else [save]}
 
 
 def free_port() -> int:
@@ -117,29 +116,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun_training(stage: Stage, root: Path, dataset_dir: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    dump = root / "rank_dump.json"
-    dump.write_text(json.dumps(rank_dump(stage.networks)))
-    names = [*stage.configs, "multi_gpu_train.json", "tiny_cpu.json"]
-    configs = [*(f"configs/{name}" for name in names), str(dump)]
+@pytest.fixture(scope="module")
+def torchrun_roots(tiny_cohort, tmp_path_factory) -> tuple[dict[str, tuple[Path, Path]], subprocess.CompletedProcess]:
+    """One ``torchrun`` launch of 2 processes that trains every stage of :data:`STAGES` in turn
+    (``torchrun_stages.py``: each stage is ``monai.bundle run training`` with the bundle's config files,
+    ``multi_gpu_train.json`` and ``tiny_cpu.json``). Returns each stage's bundle root and training datalist, and the
+    launch."""
+    roots, spec = {}, []
+    for position, (name, stage) in enumerate(STAGES.items()):
+        root = tmp_path_factory.mktemp(name)
+        roots[name] = (root, stage.prepare(root, tiny_cohort))
+        dump = root / "rank_dump.json"
+        dump.write_text(json.dumps(rank_dump(stage.networks, last=position == len(STAGES) - 1)))
+        names = [*stage.configs, "multi_gpu_train.json", "tiny_cpu.json"]
+        configs = [*(f"configs/{config}" for config in names), str(dump)]
+        argv = ["run", "training", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]"]
+        argv += ["--bundle_root", str(root), "--dataset_dir", str(tiny_cohort)]
+        for key, value in stage.overrides.items():
+            argv += [f"--{key}", str(value)]
+        spec.append({"name": name, "cwd": str(REPO / "bundles" / stage.bundle), "argv": argv})
+    spec_file = tmp_path_factory.mktemp("torchrun") / "stages.json"
+    spec_file.write_text(json.dumps(spec))
     command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-        "-m", "monai.bundle", "run", "training", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]",
-        "--bundle_root", str(root), "--dataset_dir", str(dataset_dir),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+        str(Path(__file__).with_name("torchrun_stages.py")), str(spec_file),
     ]  # fmt: skip
-    for key, value in stage.overrides.items():
-        command += [f"--{key}", str(value)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        command, cwd=REPO / "bundles" / stage.bundle, capture_output=True, text=True, env=env, timeout=300
-    )
+    launch = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return roots, launch
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_two_processes_train_one_model(name, tiny_cohort, tmp_path: Path):
-    stage = STAGES[name]
-    datalist = stage.prepare(tmp_path, tiny_cohort)
-    check(torchrun_training(stage, tmp_path, tiny_cohort))
+def test_two_processes_train_one_model(name, torchrun_roots):
+    stage, (roots, launch) = STAGES[name], torchrun_roots
+    tmp_path, datalist = roots[name]
+    check(launch)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["iteration"] for r in ranks] == [2, 2], "both processes trained"
     training_items = len(json.loads(datalist.read_text())["training"])

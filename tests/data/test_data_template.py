@@ -61,3 +61,48 @@ def test_rejects_too_small_size():
 def test_missing_template_file_names_the_path():
     with pytest.raises(FileNotFoundError, match="mni_icbm152_csf_tal_nlin_sym_09a_converted.nii.gz"):
         mni152_path("csf")
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder, and no in-process cache: every load below reads or writes ``tmp_path``."""
+    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(tmp_path))
+    load_mni152.cache_clear()
+    yield tmp_path
+    load_mni152.cache_clear()
+
+
+def test_disk_cache_holds_the_exact_resampled_arrays(fresh_cache):
+    resampled = load_mni152(16)
+    (cache_file,) = fresh_cache.glob("mni152_16_nilearn*_v*.npz")
+    assert not list(fresh_cache.glob(".*")), "no temporary file left"
+    load_mni152.cache_clear()
+    cached = load_mni152(16)
+    assert cached is not resampled and cached.spacing == resampled.spacing == 12.0
+    for name in ("t1", "gm", "wm", "brain_mask", "affine"):
+        np.testing.assert_array_equal(getattr(cached, name), getattr(resampled, name))
+        assert getattr(cached, name).dtype == getattr(resampled, name).dtype
+        assert not getattr(cached, name).flags.writeable
+
+
+def test_a_broken_cache_file_is_resampled_and_replaced(fresh_cache, caplog):
+    expected = load_mni152(16)
+    (cache_file,) = fresh_cache.glob("mni152_16_*.npz")
+    cache_file.write_bytes(cache_file.read_bytes()[:100])  # truncated, as by a crash mid-copy
+    load_mni152.cache_clear()
+    again = load_mni152(16)
+    assert f"{cache_file}: unreadable template cache" in caplog.text
+    np.testing.assert_array_equal(again.t1, expected.t1)
+    with np.load(cache_file) as replaced:
+        np.testing.assert_array_equal(replaced["t1"], expected.t1)
+
+
+def test_an_unwritable_cache_folder_only_costs_the_resampling(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(blocker / "cache"))  # cannot be created under a file
+    load_mni152.cache_clear()
+    try:
+        assert load_mni152(16).t1.shape == (16, 16, 16)
+    finally:
+        load_mni152.cache_clear()
