@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from common.data import template as template_module
 from common.data.template import FIELD_OF_VIEW_MM, load_mni152, mni152_path
 
 SIZE = 32
@@ -65,19 +66,31 @@ def test_missing_template_file_names_the_path():
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
-    """An empty cache folder, and no in-process cache: every load below reads or writes ``tmp_path``."""
-    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(tmp_path))
+    """An empty cache folder, no in-process cache, and a stand-in resampling (random arrays of the right shapes and
+    dtypes) that counts its calls: ``(folder, calls)``. The real resampling is what the tests above check."""
+    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def resample(size):
+        calls.append(size)
+        rng = np.random.default_rng(len(calls))
+        arrays = {name: rng.random((size,) * 3, dtype=np.float32) for name in ("t1", "gm", "wm", "brain_mask")}
+        return arrays | {"affine": np.diag([192 / size] * 3 + [1.0])}
+
+    monkeypatch.setattr(template_module, "_resample", resample)
     load_mni152.cache_clear()
-    yield tmp_path
+    yield tmp_path / "cache", calls
     load_mni152.cache_clear()
 
 
 def test_disk_cache_holds_the_exact_resampled_arrays(fresh_cache):
+    folder, calls = fresh_cache
     resampled = load_mni152(16)
-    (cache_file,) = fresh_cache.glob("mni152_16_nilearn*_v*.npz")
-    assert not list(fresh_cache.glob(".*")), "no temporary file left"
+    (cache_file,) = folder.glob("mni152_16_nilearn*_v*.npz")
+    assert not list(folder.glob(".*")), "no temporary file left"
     load_mni152.cache_clear()
     cached = load_mni152(16)
+    assert calls == [16], "the second process-level load reads the file"
     assert cached is not resampled and cached.spacing == resampled.spacing == 12.0
     for name in ("t1", "gm", "wm", "brain_mask", "affine"):
         np.testing.assert_array_equal(getattr(cached, name), getattr(resampled, name))
@@ -85,24 +98,26 @@ def test_disk_cache_holds_the_exact_resampled_arrays(fresh_cache):
         assert not getattr(cached, name).flags.writeable
 
 
-def test_a_broken_cache_file_is_resampled_and_replaced(fresh_cache, caplog):
-    expected = load_mni152(16)
-    (cache_file,) = fresh_cache.glob("mni152_16_*.npz")
+def test_a_broken_or_foreign_cache_file_is_resampled_and_replaced(fresh_cache, caplog):
+    folder, calls = fresh_cache
+    load_mni152(16)
+    (cache_file,) = folder.glob("mni152_16_*.npz")
     cache_file.write_bytes(cache_file.read_bytes()[:100])  # truncated, as by a crash mid-copy
     load_mni152.cache_clear()
     again = load_mni152(16)
-    assert f"{cache_file}: unreadable template cache" in caplog.text
-    np.testing.assert_array_equal(again.t1, expected.t1)
+    assert calls == [16, 16] and f"{cache_file}: unreadable template cache" in caplog.text
     with np.load(cache_file) as replaced:
-        np.testing.assert_array_equal(replaced["t1"], expected.t1)
-
-
-def test_an_unwritable_cache_folder_only_costs_the_resampling(tmp_path, monkeypatch):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(blocker / "cache"))  # cannot be created under a file
+        np.testing.assert_array_equal(replaced["t1"], again.t1)
+    np.savez(cache_file, **{name: np.zeros((8, 8, 8)) for name in ("t1", "gm", "wm", "brain_mask")}, affine=np.eye(4))
     load_mni152.cache_clear()
-    try:
-        assert load_mni152(16).t1.shape == (16, 16, 16)
-    finally:
-        load_mni152.cache_clear()
+    assert load_mni152(16).t1.shape == (16, 16, 16) and calls == [16, 16, 16]
+    assert f"{cache_file}: template cache of another size" in caplog.text
+
+
+def test_an_unwritable_cache_folder_only_costs_the_resampling(fresh_cache, monkeypatch):
+    folder, calls = fresh_cache
+    folder.parent.joinpath("a_file").write_text("")
+    monkeypatch.setenv("BRAINSYNTH_CACHE_DIR", str(folder.parent / "a_file" / "cache"))  # not creatable
+    assert load_mni152(16).t1.shape == (16, 16, 16)
+    load_mni152.cache_clear()
+    assert load_mni152(16).t1.shape == (16, 16, 16) and calls == [16, 16]
