@@ -32,9 +32,10 @@ install-label: $(LABEL_VENV)/bin/brainsynth
 demo: install
 	$(BIN)/brainsynth demo
 
-# tests/label_app starts the MONAI Label server from $(LABEL_VENV).
+# tests/label_app starts the MONAI Label server from $(LABEL_VENV). Two test processes for the two cores of the CI
+# machine; each test module runs whole on one of them (tests/suite_settings.py).
 test: install install-label
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: install
 	$(BIN)/ruff check common tests benchmarks

@@ -1,11 +1,15 @@
-"""pytest plugin (``-p suite_settings`` in pyproject.toml): one torch thread per test process, test groups for
-``pytest -n 2 --dist loadgroup`` (``make test``), and one resampled-template cache per test session.
+"""pytest plugin (``-p suite_settings`` in pyproject.toml): one torch thread per test process, the work units of
+``pytest -n 2`` (``make test``), and one resampled-template cache per test session.
 
 The tiny networks of the tests run faster on one thread than on two (thread start-up and, under
 ``OMP_WAIT_POLICY=PASSIVE``, sleeping threads cost more than the work they share), and ``-n 2`` runs two test
-processes on the two cores. Every test module runs whole on one worker, so its module-scoped fixtures (a trained
-bundle, a MONAI Label server) are built once; the bundle smoke tests, which share the bundles trained once per
-session (``tests/bundles/conftest.py``), run together on one worker. Without ``-n`` the marks change nothing.
+processes on the two cores. Under ``-n``, every test module runs whole on one worker, so its module-scoped fixtures
+(a trained bundle, a MONAI Label server) are built once, and the bundle smoke tests, which share the bundles trained
+once per session (``tests/bundles/conftest.py``), run together on one worker (:class:`ModuleScheduling`). The
+longest units come first (:data:`LONGEST_FIRST`), in a serial run too, so that none of them starts last.
+
+The MONAI ``xdist_group`` marks are not used: pytest-xdist 3.8 groups them by rewriting ``item._nodeid``, which
+pytest 9.2 no longer reads, so they had no effect.
 
 The MNI152 template resampled by ``common.data.load_mni152`` is cached on disk (``BRAINSYNTH_CACHE_DIR``): the
 session gets an empty folder of its own, shared by its workers and every process its tests start, so the suite
@@ -17,11 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import PurePosixPath
 
 import pytest
 import torch
 
-#: Test modules that share the session-scoped trained bundles of ``tests/bundles/conftest.py``.
+#: Test modules that share the session-scoped trained bundles of ``tests/bundles/conftest.py``: one work unit.
 SHARED_TRAINING = {
     "test_bundle_training.py",
     "test_cdpm_bundle.py",
@@ -29,11 +34,28 @@ SHARED_TRAINING = {
     "test_medical_diffusion_bundle.py",
     "test_diffusemorph_bundle.py",
 }
-
-
+TRAINED_BUNDLES = "trained bundles"
+#: The longest work units, longest first (``--durations`` of a 2-core run); the others follow in collection order.
+LONGEST_FIRST = (
+    "tests/label_app/test_label_server.py",
+    TRAINED_BUNDLES,
+    "tests/test_readme_commands.py",
+    "tests/bundles/test_multi_gpu_train.py",
+    "tests/label_app/test_label_launcher.py",
+    "tests/test_packaging.py",
+    "tests/bundles/test_bundle_export.py",
+    "tests/bundles/test_sampler_entry_points.py",
+    "tests/test_benchmark_suite.py",
+)
 #: Set by the controlling process (workers inherit it); the folder it made and removes at the end.
 CACHE_VARIABLE = "BRAINSYNTH_CACHE_DIR"
 _own_cache: list[str] = []
+
+
+def work_unit(nodeid: str) -> str:
+    """The work unit of a test: its module, or :data:`TRAINED_BUNDLES`."""
+    module = nodeid.split("::")[0]
+    return TRAINED_BUNDLES if PurePosixPath(module).name in SHARED_TRAINING else module
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +71,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = "trained_bundles" if item.path.name in SHARED_TRAINING else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {unit: position for position, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: modules stay whole
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``-n``: work units of :func:`work_unit`, sent in collection order (longest first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
