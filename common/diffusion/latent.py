@@ -11,8 +11,8 @@ from monai.networks.nets import VQVAE
 from monai.networks.schedulers import Scheduler
 from torch import nn
 
-from common.bundle_runner import is_state_dict_mismatch, weights_mismatch_message
 from common.errors import InputError
+from common.state_dicts import is_state_dict_mismatch, weights_mismatch_message
 
 from .sampler import SeededSampler
 

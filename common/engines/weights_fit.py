@@ -7,9 +7,9 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 from torch import nn
 
-from common.bundle_runner import is_state_dict_mismatch, weights_mismatch_message
 from common.engines.checkpoint import unwrap
 from common.errors import InputError
+from common.state_dicts import is_state_dict_mismatch, weights_mismatch_message
 
 __all__ = ["WeightsFitHandler"]
 
@@ -19,7 +19,7 @@ class WeightsFitHandler:
 
     Attached to ``Events.EXCEPTION_RAISED`` (list it first among the handlers, so that it sees the error before
     ``StatsHandler``): weights that do not fit ``network`` become an :class:`~common.errors.InputError` naming the
-    override files they fit (:func:`common.bundle_runner.weights_mismatch_message`), missing weights a
+    override files they fit (:func:`common.state_dicts.weights_mismatch_message`), missing weights a
     ``FileNotFoundError`` saying to train first; every other exception is raised unchanged.
 
     Args:
