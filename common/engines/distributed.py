@@ -63,6 +63,11 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel
     return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
+def process_rank() -> int:
+    """This process's rank in the initialised process group; 0 without one."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:
     """All ``handlers`` on process 0; on other processes those that are not :data:`RANK_ZERO_ONLY`.
 
@@ -74,5 +79,5 @@ def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[
         rank: process rank; default the rank in the initialised process group (0 without one).
     """
     if rank is None:
-        rank = dist.get_rank() if dist.is_initialized() else 0
+        rank = process_rank()
     return list(handlers) if rank == 0 else [h for h in handlers if not isinstance(h, RANK_ZERO_ONLY)]

@@ -16,7 +16,7 @@ from torch import nn
 from common.errors import InputError
 
 from .checkpoint import CheckpointSaver, ResumeFromLatestCheckpoint
-from .distributed import handlers_for_rank
+from .distributed import handlers_for_rank, process_rank
 
 __all__ = ["ClosingTensorBoardStatsHandler", "IterationLimit", "LossOutput", "epochs_for", "training_handlers"]
 
@@ -148,10 +148,11 @@ def training_handlers(
     )
     if preview is not None:
         handlers.append(preview)
-    handlers += [
-        ClosingTensorBoardStatsHandler(
-            log_dir=str(log_dir), tag_name="train_loss", output_transform=LossOutput(loss_key)
-        ),
-        ProgressBar(persist=False),
-    ]
+    if process_rank() == 0:  # built on process 0 only: the writer creates its event file when constructed
+        handlers.append(
+            ClosingTensorBoardStatsHandler(
+                log_dir=str(log_dir), tag_name="train_loss", output_transform=LossOutput(loss_key)
+            )
+        )
+    handlers.append(ProgressBar(persist=False))
     return handlers_for_rank(handlers)

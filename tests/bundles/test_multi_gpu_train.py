@@ -171,3 +171,4 @@ def test_two_processes_train_one_model(name, torchrun_roots):
     final = torch.load(tmp_path / stage.final_model, weights_only=True)
     assert final.keys() == ranks[0]["networks"][stage.networks[0]].keys()
     assert not [p for p in tmp_path.rglob("tmp*") if p.is_file()], "no temporary file of Ignite's DiskSaver left"
+    assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1, "one TensorBoard event file, process 0's"
