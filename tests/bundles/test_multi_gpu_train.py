@@ -119,7 +119,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def torchrun_roots(tiny_cohort, tmp_path_factory) -> tuple[dict[str, tuple[Path, Path]], subprocess.CompletedProcess]:
     """One ``torchrun`` launch of 2 processes that trains every stage of :data:`STAGES` in turn
-    (``torchrun_stages.py``: each stage is ``monai.bundle run training`` with the bundle's config files,
+    (``torchrun_stages.py``: each stage is ``python -m monai.bundle run training`` with the bundle's configs,
     ``multi_gpu_train.json`` and ``tiny_cpu.json``). Returns each stage's bundle root and training datalist, and the
     launch."""
     roots, spec = {}, []
