@@ -12,6 +12,8 @@ from ignite.engine import Events
 from ignite.handlers import TimeLimit
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from common.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
@@ -59,15 +61,25 @@ def run_bundle(
     """
     folder = bundle_dir(str(bundle))
     overrides.setdefault("bundle_root", str(folder))
-    workflow = ConfigWorkflow(
-        config_file=[str(folder / "configs" / name) for name in configs],
-        meta_file=str(folder / "configs" / "metadata.json"),
-        logging_file=str(folder / "configs" / "logging.conf") if configure_logging else False,
-        workflow_type=None,
-        run_id=run_id,
-        **overrides,
-    )
-    workflow.initialize()
+    try:
+        workflow = ConfigWorkflow(
+            config_file=[str(folder / "configs" / name) for name in configs],
+            meta_file=str(folder / "configs" / "metadata.json"),
+            logging_file=str(folder / "configs" / "logging.conf") if configure_logging else False,
+            workflow_type=None,
+            run_id=run_id,
+            **overrides,
+        )
+        workflow.initialize()
+    except KeyError as error:  # merging a nested key (``train#preview``) whose section no earlier file defines
+        section = str(error.args[0]).removeprefix("query key: ")
+        problem = f"they set keys inside `{section}`, which no earlier file defines"
+        raise InputError(_incomplete_configs(folder, configs, problem)) from None
+    except ValueError as error:
+        if _UNDEFINED_REFERENCE not in str(error):
+            raise
+        problem = str(error).splitlines()[0].rstrip(".").replace(" in the config content", " in these files")
+        raise InputError(_incomplete_configs(folder, configs, problem)) from None
     if time_limit_seconds is not None:
         if engine_id is None:
             raise ValueError("time_limit_seconds needs the engine_id of the engine to stop")
@@ -76,6 +88,18 @@ def run_bundle(
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+#: MONAI's message for an ``@id`` that no merged config file defines.
+_UNDEFINED_REFERENCE = "is not defined in the config content"
+
+
+def _incomplete_configs(folder: Path, configs: Sequence[str], problem: str) -> str:
+    """One line for config files that do not make a whole workflow, typically a later stage's overlay given alone."""
+    return (
+        f"{folder / 'configs'}: {', '.join(configs)}: {problem}; a later training stage's config is an overlay: give "
+        "the config of the bundle's first stage before it, as the bundle's docs/README.md shows"
+    )
 
 
 def _inference_parser(folder: Path, configs: Sequence[str]) -> ConfigParser:

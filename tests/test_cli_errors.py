@@ -5,7 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from support import untrained_bundle
+from support import REPO, untrained_bundle
 
 from common import cli
 from common.errors import InputError, find_user_error
@@ -123,3 +123,21 @@ def test_weights_of_a_tiny_network_name_the_override_they_fit(tmp_path, monkeypa
     assert lines[0].startswith(f"brainsynth: {folder / 'models' / 'model.pt'}: the weights do not fit the network")
     assert "they fit inference.json + tiny_cpu.json" in lines[0]
     assert "--config_file \"['configs/inference.json','configs/tiny_cpu.json']\"" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "bundle, problem",
+    [
+        ("medical_diffusion_brain_mri", "they set keys inside `train`, which no earlier file defines"),
+        ("diffusemorph_brain_mri", "the referring item `@seed` is not defined in these files"),
+    ],
+)
+def test_a_later_stage_given_alone_is_named_as_an_overlay(bundle, problem, tmp_path, capsys):
+    argv = ["train", bundle, "--configs", "train_diffusion.json,tiny_cpu.json", "--bundle_root", str(tmp_path)]
+    code, _, err = _run(argv, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("brainsynth: ")]
+    assert code == 1 and "Traceback" not in err and len(lines) == 1
+    prefix = f"brainsynth: {REPO / 'bundles' / bundle / 'configs'}: train_diffusion.json, tiny_cpu.json: {problem}"
+    assert lines[0].startswith(prefix)
+    assert "overlay: give the config of the bundle's first stage before it" in lines[0]
+    assert not any(tmp_path.iterdir()), "nothing written"
