@@ -70,11 +70,14 @@ def run_bundle(
             run_id=run_id,
             **overrides,
         )
-        workflow.initialize()
     except KeyError as error:  # merging a nested key (``train#preview``) whose section no earlier file defines
-        section = str(error.args[0]).removeprefix("query key: ")
+        if not str(error.args[0]).startswith(_MISSING_SECTION):
+            raise
+        section = str(error.args[0]).removeprefix(_MISSING_SECTION)
         problem = f"they set keys inside `{section}`, which no earlier file defines"
         raise InputError(_incomplete_configs(folder, configs, problem)) from None
+    try:
+        workflow.initialize()
     except ValueError as error:
         if _UNDEFINED_REFERENCE not in str(error):
             raise
@@ -90,7 +93,9 @@ def run_bundle(
     return workflow
 
 
-#: MONAI's message for an ``@id`` that no merged config file defines.
+#: MONAI's messages for a nested key whose section no earlier config file defines, and for an ``@id`` that no
+#: merged config file defines.
+_MISSING_SECTION = "query key: "
 _UNDEFINED_REFERENCE = "is not defined in the config content"
 
 
