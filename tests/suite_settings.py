@@ -8,7 +8,7 @@ processes on the two cores. Under ``-n``, every test module runs whole on one wo
 once per session (``tests/bundles/conftest.py``), run together on one worker (:class:`ModuleScheduling`). The
 longest units come first (:data:`LONGEST_FIRST`), in a serial run too, so that none of them starts last.
 
-The MONAI ``xdist_group`` marks are not used: pytest-xdist 3.8 groups them by rewriting ``item._nodeid``, which
+pytest-xdist's ``xdist_group`` marks are not used: pytest-xdist 3.8 groups them by rewriting ``item._nodeid``, which
 pytest 9.2 no longer reads, so they had no effect.
 
 The MNI152 template resampled by ``common.data.load_mni152`` is cached on disk (``BRAINSYNTH_CACHE_DIR``): the

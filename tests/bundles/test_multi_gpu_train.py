@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIELD_DIFFUSION_CONFIGS, LATENT_DIFFUSION_CONFIGS, REPO, bundle_config, check
+from support import free_port
 
 from common.data.fields import save_field, write_fields_datalist
 
@@ -108,12 +108,6 @@ def rank_dump(networks: tuple[str, ...], last: bool) -> dict:
         " 'indices': list(@train#sampler)}, @bundle_root + f'/rank{torch.distributed.get_rank()}.pt')"
     )
     return {"finalize": [save, "$torch.distributed.destroy_process_group()"] if last else [save]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
