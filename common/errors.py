@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["USER_ERROR_TYPES", "InputError", "UserError", "find_user_error", "problem_lines"]
+__all__ = ["USER_ERROR_TYPES", "InputError", "UserError", "find_user_error", "problem_lines", "root_cause"]
 
 
 class UserError(Exception):
@@ -61,6 +61,14 @@ def find_user_error(error: BaseException) -> BaseException | None:
             return UserError(match.group(1))
         current = current.__cause__
     return None
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first exception of ``error``'s ``raise ... from`` chain: the original problem behind MONAI's wrappers
+    (e.g. a NIfTI reader's own message)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def problem_lines(error: BaseException) -> list[str]:

@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from common.bundle_runner import inference_sources
+from common.data.fields import record_field_scale
 
 REPO = Path(__file__).resolve().parents[1]
 #: The inference of every bundle on its tiny CPU networks.
@@ -70,10 +71,10 @@ def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: in
     """Write every file a bundle's inference loads (:func:`common.bundle_runner.inference_files`), from freshly
     initialised networks.
 
-    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training: each
-    ``CheckpointLoader``'s ``load_dict`` goes to its ``load_path`` (``models/model.pt``), ``autoencoder_def`` to
-    ``autoencoder_path`` (Medical Diffusion's VQ-GAN, ``models/model_autoencoder.pt``) and a field scale of 1 voxel
-    to ``field_scale_file`` (DiffuseMorph). Existing files are not replaced.
+    For smoke tests of a bundle's inference, packaging or serving on tiny networks without training: the ``network``
+    of the ``handlers`` (:func:`common.engines.inference_handlers`) goes to their ``weights`` (``models/model.pt``),
+    ``autoencoder_def`` to ``autoencoder_path`` (Medical Diffusion's VQ-GAN, ``models/model_autoencoder.pt``) and a
+    field scale of 1 voxel to ``field_scale_file`` (DiffuseMorph). Existing files are not replaced.
 
     Args:
         bundle: bundle folder or name (:func:`common.bundle_runner.bundle_dir`).
@@ -94,7 +95,7 @@ def write_untrained_weights(bundle: str | Path, configs: Sequence[str], seed: in
     for path, source in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         if source == "field_scale_file":
-            path.write_text(json.dumps({"field_scale": 1.0, "unit": "voxel"}))
+            record_field_scale(1.0, path)
             continue
         parsed = parser.get_parsed_content(source)
         states = {k: v.state_dict() for k, v in parsed.items()} if isinstance(parsed, dict) else parsed.state_dict()

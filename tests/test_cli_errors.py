@@ -8,7 +8,7 @@ import pytest
 from support import REPO, untrained_bundle
 
 from common import cli
-from common.errors import InputError, find_user_error
+from common.errors import InputError, find_user_error, root_cause
 
 DIGEST = "0" * 64
 
@@ -110,6 +110,15 @@ def test_user_error_inside_a_dataloader_worker_is_found():
     wrapped = RuntimeError("Failed to instantiate")
     wrapped.__cause__ = InputError("x.nii.gz: bad")
     assert str(find_user_error(wrapped)) == "x.nii.gz: bad"
+
+
+def test_root_cause_is_the_first_error_of_the_chain():
+    reader = OSError("x.nii.gz: not a gzip file")
+    wrapped = RuntimeError("applying transform")
+    wrapped.__cause__ = ValueError("cannot read")
+    wrapped.__cause__.__cause__ = reader
+    assert root_cause(wrapped) is reader
+    assert root_cause(reader) is reader
 
 
 def test_weights_of_a_tiny_network_name_the_override_they_fit(tmp_path, monkeypatch, capsys):

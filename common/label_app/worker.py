@@ -31,6 +31,7 @@ from monai.bundle import ConfigParser
 from monai.handlers import CheckpointLoader
 
 from common.bundle_runner import run_bundle
+from common.errors import root_cause
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,6 @@ class SynthesisJob:
     work_dir: str
     label: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return error
 
 
 _networks: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
@@ -180,7 +175,7 @@ def synthesise(job: SynthesisJob, cancelled: Callable[[], bool] | None = None) -
         overrides = {**job.overrides, **networks}
         run_bundle(job.bundle_root, job.configs, configure_logging=False, output_dir=str(output_dir), **overrides)
     except Exception as error:  # config evaluation wraps the cause: report the cause
-        cause = _root_cause(error)
+        cause = root_cause(error)
         if isinstance(cause, RequestCancelled):
             raise cause from None
         raise BundleRunError(f"{type(cause).__name__}: {cause}") from error
@@ -235,7 +230,7 @@ def serve(
         try:
             preload_bundle(bundle_root, configs)
         except Exception as error:  # the requests for this bundle get the error with its root cause
-            cause = _root_cause(error)
+            cause = root_cause(error)
             logger.warning(f"{bundle_root}: not preloaded: {type(cause).__name__}: {cause}")
     ready.set()
     while True:

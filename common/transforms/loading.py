@@ -17,7 +17,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from common.errors import InputError, find_user_error
+from common.errors import InputError, find_user_error, root_cause
 
 from .validation import CheckVolumesd
 
@@ -111,8 +111,5 @@ class LoadVolumesd(Compose):
                 raise found from error
             if found is not None:
                 raise InputError(str(found)) from error
-            cause = error
-            while cause.__cause__ is not None:  # the reader's own message
-                cause = cause.__cause__
             names = ", ".join(str(path) for path in files.values())
-            raise InputError(f"{names}: cannot read as NIfTI volume(s) ({cause})") from error
+            raise InputError(f"{names}: cannot read as NIfTI volume(s) ({root_cause(error)})") from error
