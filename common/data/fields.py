@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
+
+from common.data.files import write_atomically
 
 __all__ = ["FIELD_DESCRIPTION", "load_field_scale", "record_field_scale", "save_field", "write_fields_datalist"]
 
@@ -72,7 +73,7 @@ def record_field_scale(field_scale: float, path: str | Path) -> float:
 
     Stage-2 training records it next to the weights (``models/field_scale.json``, an ``initialize`` step of
     ``train_diffusion.json``) so that inference, and a packaged bundle, need the weights folder only, not the
-    exported fields; :func:`load_field_scale` reads it back. Written through a temporary file and ``os.replace``, so
+    exported fields; :func:`load_field_scale` reads it back. Written atomically (:func:`write_atomically`), so the
     processes of a multi-GPU run may all write it.
 
     Returns:
@@ -83,9 +84,6 @@ def record_field_scale(field_scale: float, path: str | Path) -> float:
     """
     if not field_scale > 0:
         raise ValueError(f"field_scale must be positive (voxels), got {field_scale!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"field_scale": float(field_scale), "unit": "voxel"}, indent=2) + "\n")
-    os.replace(partial, path)
+    text = json.dumps({"field_scale": float(field_scale), "unit": "voxel"}, indent=2) + "\n"
+    write_atomically(path, lambda file: file.write(text.encode()))
     return float(field_scale)

@@ -12,11 +12,9 @@ version; deleting them only costs the next resampling.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -25,6 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from common.data.files import write_atomically
 
 __all__ = ["FIELD_OF_VIEW_MM", "TemplateVolumes", "cache_dir", "load_mni152", "mni152_path"]
 
@@ -144,22 +144,12 @@ def _read_cache(path: Path, size: int) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` through a temporary file (a reader never sees half a file); a folder that cannot
-    be written only costs the next process the resampling."""
+    """Write ``arrays`` to ``path`` atomically (a reader never sees half a file); a folder that cannot be written
+    only costs the next process the resampling."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        write_atomically(path, lambda file: np.savez(file, **arrays))
     except OSError as error:
         logger.debug("template cache not written to %s: %s", path, error)
-        return
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except OSError as error:
-        logger.debug("template cache not written to %s: %s", path, error)
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
 
 
 def _resample(size: int) -> dict[str, np.ndarray]:
